@@ -1,0 +1,97 @@
+"""Autoencoders: the plain AE of Chapter 1 and the VAE of Chapter 2.
+
+Both squeeze a 28x28 image through a small code z and rebuild it. The AE maps x to one point;
+the VAE maps x to a Gaussian q(z | x) and is pulled towards the prior N(0, I).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def conv_encoder(in_channels: int, width: int) -> nn.Sequential:
+    """28x28 -> 7x7 feature map with 2*width channels (two stride-2 convolutions)."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, width, 3, stride=2, padding=1), nn.SiLU(),  # (B, w, 14, 14)
+        nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.SiLU(),  # (B, 2w, 7, 7)
+    )
+
+
+def conv_decoder(out_channels: int, width: int) -> nn.Sequential:
+    """7x7 feature map with 2*width channels -> 28x28 image (two x2 upsamplings)."""
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * width, width, 3, padding=1), nn.SiLU(),
+        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+        nn.Conv2d(width, out_channels, 3, padding=1),  # (B, C, 28, 28)
+    )
+
+
+@dataclass
+class AEConfig:
+    channels: int = 1
+    size: int = 28
+    width: int = 32
+    latent_dim: int = 2
+
+
+class Autoencoder(nn.Module):
+    """A convolutional autoencoder: x -> z (latent_dim numbers) -> x_hat. Hinton & Salakhutdinov 2006."""
+
+    Config = AEConfig
+
+    def __init__(self, config: AEConfig):
+        super().__init__()
+        if config.size % 4:
+            raise ValueError(f"image size {config.size} must be divisible by 4 (two stride-2 stages)")
+        self.config = config
+        side = config.size // 4
+        flat = 2 * config.width * side * side
+        self.encoder = nn.Sequential(conv_encoder(config.channels, config.width), nn.Flatten(), nn.Linear(flat, config.latent_dim))
+        self.from_code = nn.Linear(config.latent_dim, flat)
+        self.decoder = conv_decoder(config.channels, config.width)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)  # (B, latent_dim)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        side = self.config.size // 4
+        h = rearrange(self.from_code(z), "b (c h w) -> b c h w", h=side, w=side)  # (B, 2w, 7, 7)
+        return self.decoder(h)  # (B, C, H, W)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, **_) -> torch.Tensor:
+        """Decode codes drawn from N(0, I): the AE never asked its codes to look like that (Chapter 1)."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.config.latent_dim, generator=generator, device=device)
+        return self.decode(z).clamp(-1, 1)
+
+
+def ae_loss(model: Autoencoder, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """Reconstruction error ||x - D(E(x))||^2, averaged over pixels."""
+    return F.mse_loss(model(batch["x"]), batch["x"])
+
+
+def denoising_ae_loss(model: Autoencoder, batch: dict, generator: torch.Generator, max_sigma: float = 1.0) -> torch.Tensor:
+    """Denoising AE (Vincent et al. 2008): rebuild the clean x from x + sigma * noise, sigma ~ U(0, max)."""
+    x = batch["x"]
+    sigma = max_sigma * torch.rand(len(x), 1, 1, 1, generator=generator, device=x.device)
+    noisy = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
+    return F.mse_loss(model(noisy), x)
+
+
+@torch.no_grad()
+def reconstruction_mse(model: nn.Module, x: torch.Tensor, batch_size: int = 500) -> float:
+    """Mean squared error per pixel on the [0, 1] pixel scale (what students usually quote)."""
+    total = 0.0
+    for chunk in x.split(batch_size):
+        x_hat = model(chunk).clamp(-1, 1)
+        total += F.mse_loss((x_hat + 1) / 2, (chunk + 1) / 2, reduction="sum").item()
+    return total / x.numel()

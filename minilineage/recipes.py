@@ -1,0 +1,172 @@
+"""Named, reproducible training recipes: model + data + loss + a CPU and a GPU preset.
+
+`train_recipe("ae-mnist")` (or `minilineage train ae-mnist`) trains one and writes
+`OUT/NAME.pt` (weights + how they were made), `OUT/NAME.json` (the same record, readable) and,
+while training, `OUT/NAME.resume.pt` (optimizer state too) for `--resume`.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from minilineage import checkpoint
+from minilineage.autoencoder import Autoencoder, ae_loss, denoising_ae_loss, reconstruction_mse
+from minilineage.data import ImageData, load_dataset
+from minilineage.train import TrainConfig, describe_device, fit, pick_device
+
+PRESETS = ("cpu", "gpu")
+
+
+@dataclass
+class Preset:
+    dataset: str
+    train: TrainConfig
+    model: dict = field(default_factory=dict)  # overrides of the recipe's model config
+
+
+@dataclass
+class Recipe:
+    name: str
+    summary: str
+    model_cls: type[nn.Module]
+    model_config: dict
+    loss: Callable[[nn.Module, dict, torch.Generator], torch.Tensor]
+    presets: dict[str, Preset]
+    evaluate: Callable[[nn.Module, torch.device], dict] | None = None
+    batches: Callable[[ImageData, int], Callable[[int, torch.Generator], dict]] | None = None
+
+    def build(self, preset: str = "cpu") -> nn.Module:
+        config = self.model_cls.Config(**{**self.model_config, **self.presets[preset].model})
+        return self.model_cls(config)
+
+
+def image_batches(data: ImageData, batch_size: int) -> Callable[[int, torch.Generator], dict]:
+    """Random minibatches {x: images in [-1, 1], y: labels}, drawn afresh at every step."""
+    x, y = data.float_images(), data.labels
+
+    def next_batch(step: int, generator: torch.Generator) -> dict:
+        idx = torch.randint(len(x), (batch_size,), generator=generator)
+        return {"x": x[idx], "y": y[idx]}
+
+    return next_batch
+
+
+def eval_reconstruction(model: nn.Module, device: torch.device) -> dict:
+    x = load_dataset("mnist-5k", "test").float_images().to(device)
+    return {"test_mse": round(reconstruction_mse(model, x), 5)}
+
+
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def _ae_presets(steps_cpu: int) -> dict[str, Preset]:
+    return {
+        "cpu": Preset("mnist-5k", TrainConfig(steps=steps_cpu, batch_size=128, lr=3e-3, ema_decay=0.0)),
+        "gpu": Preset("mnist", TrainConfig(steps=10_000, batch_size=512, lr=2e-3, ema_decay=0.0)),
+    }
+
+
+register(Recipe("ae-mnist", "Chapter 1: autoencoder with a 2-D code (for the latent explorer)",
+                Autoencoder, {"latent_dim": 2}, ae_loss, _ae_presets(3000), eval_reconstruction))
+for _z in (4, 8, 16, 32):
+    register(Recipe(f"ae-mnist-z{_z}", f"Chapter 1: autoencoder with a {_z}-number code (code-size study)",
+                    Autoencoder, {"latent_dim": _z}, ae_loss, _ae_presets(3000), eval_reconstruction))
+register(Recipe("dae-mnist", "Chapter 1: denoising autoencoder (inputs corrupted by Gaussian noise)",
+                Autoencoder, {"latent_dim": 16}, denoising_ae_loss, _ae_presets(3000), eval_reconstruction))
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def models() -> dict[str, type[nn.Module]]:
+    """Every model class a checkpoint may name."""
+    return {r.model_cls.__name__: r.model_cls for r in RECIPES.values()}
+
+
+def load_model(path: str | Path, expect: str | type | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Load a checkpoint (a path or a shipped name like 'ae-mnist') as a ready model in eval mode."""
+    ckpt = checkpoint.load(path)
+    model = checkpoint.build_model(ckpt, models(), expect).to(device)
+    model.checkpoint_info = {k: v for k, v in ckpt.items() if k != "model"}
+    return model
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    record: dict
+    path: Path | None
+
+
+def train_recipe(
+    name: str,
+    preset: str = "cpu",
+    steps: int | None = None,
+    out: str | Path | None = "runs",
+    device: str = "auto",
+    resume: bool = False,
+    seed: int | None = None,
+    progress: bool = True,
+    plot: bool | None = None,
+) -> TrainResult:
+    """Train a named recipe; write OUT/NAME.pt and OUT/NAME.json (out=None writes nothing)."""
+    recipe = get_recipe(name)
+    if preset not in recipe.presets:
+        raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(recipe.presets)}")
+    p = recipe.presets[preset]
+    config = replace(p.train, **{k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None})
+    device = pick_device(device)
+    torch.manual_seed(config.seed)
+    model = recipe.build(preset)
+    data = load_dataset(p.dataset, "train")
+    make_batches = recipe.batches or image_batches
+    out = Path(out) if out is not None else None
+    meta = {
+        "recipe": name, "preset": preset, "model_class": recipe.model_cls.__name__,
+        "model_config": asdict(model.config), "dataset": p.dataset,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if "minilineage" in sys.argv[0] else f"train_recipe({name!r}, steps={config.steps})",
+    }
+    loss_plot = None
+    if plot or plot is None:
+        from minilineage.widgets import LossPlot, in_notebook  # only the notebook view needs widgets
+
+        if plot or in_notebook():
+            loss_plot = LossPlot(every=max(config.log_every, config.steps // 40), title=name)
+    state = fit(model, recipe.loss, make_batches(data, config.batch_size), config, device,
+                resume_path=out / f"{name}.resume.pt" if out else None, resume=resume, meta=meta,
+                callbacks=(loss_plot.update,) if loss_plot else (), progress=progress)
+    if loss_plot:
+        loss_plot.close()
+    final = state.final_model
+    metrics = recipe.evaluate(final, device) if recipe.evaluate else {}
+    record = {
+        "format": checkpoint.FORMAT, **meta, "step": state.step, "seed": config.seed,
+        "train_config": asdict(config), "wall_time_s": round(state.wall_time_s, 1),
+        "device": describe_device(device), "torch": torch.__version__, "python": platform.python_version(),
+        "parameters": sum(q.numel() for q in final.parameters()), "metrics": metrics,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "history": state.history,
+    }
+    path = None
+    if out is not None:
+        path = checkpoint.save_atomic({**record, "model": final.state_dict()}, out / f"{name}.pt")
+        sidecar = {k: v for k, v in record.items() if k != "history"}
+        (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    final.checkpoint_info = record
+    return TrainResult(final, record, path)
