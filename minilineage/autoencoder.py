@@ -23,11 +23,15 @@ def conv_encoder(in_channels: int, width: int) -> nn.Sequential:
 
 
 def conv_decoder(out_channels: int, width: int) -> nn.Sequential:
-    """7x7 feature map with 2*width channels -> 28x28 image (two x2 upsamplings)."""
+    """7x7 feature map with 2*width channels -> 28x28 image (upsample + conv, then a transposed conv).
+
+    The last stage goes straight from 14x14 features to pixels: convolutions at full resolution
+    dominate the cost on a CPU, and MNIST strokes do not need them.
+    """
     return nn.Sequential(
-        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * width, width, 3, padding=1), nn.SiLU(),
-        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
-        nn.Conv2d(width, out_channels, 3, padding=1),  # (B, C, 28, 28)
+        nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(2 * width, width, 3, padding=1), nn.SiLU(),  # (B, w, 14, 14)
+        nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
+        nn.ConvTranspose2d(width, out_channels, 4, stride=2, padding=1),  # (B, C, 28, 28)
     )
 
 
@@ -35,7 +39,7 @@ def conv_decoder(out_channels: int, width: int) -> nn.Sequential:
 class AEConfig:
     channels: int = 1
     size: int = 28
-    width: int = 32
+    width: int = 16
     latent_dim: int = 2
 
 
@@ -85,6 +89,62 @@ def denoising_ae_loss(model: Autoencoder, batch: dict, generator: torch.Generato
     sigma = max_sigma * torch.rand(len(x), 1, 1, 1, generator=generator, device=x.device)
     noisy = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
     return F.mse_loss(model(noisy), x)
+
+
+@dataclass
+class VAEConfig:
+    channels: int = 1
+    size: int = 28
+    width: int = 16
+    latent_dim: int = 16
+    beta: float = 1.0  # weight of the KL term (Higgins et al. 2017); 1 is the true ELBO
+
+
+class VAE(Autoencoder):
+    """Variational autoencoder: q(z | x) = N(mu, diag sigma^2), prior N(0, I). Kingma & Welling 2014."""
+
+    Config = VAEConfig
+
+    def __init__(self, config: VAEConfig):
+        super().__init__(AEConfig(config.channels, config.size, config.width, 2 * config.latent_dim))
+        self.config = config
+        self.from_code = nn.Linear(config.latent_dim, self.from_code.out_features)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The parameters of q(z | x): mean and log-variance, each (B, latent_dim)."""
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-12, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct from the mean code (deterministic; used for reconstruction error)."""
+        return self.decode(self.encode(x)[0])
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, temperature: float = 1.0, **_) -> torch.Tensor:
+        """Decode z ~ N(0, temperature^2 I): sampling from the prior, which the KL term made meaningful."""
+        device = next(self.parameters()).device
+        z = temperature * torch.randn(n, self.config.latent_dim, generator=generator, device=device)
+        return self.decode(z).clamp(-1, 1)
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """z = mu + sigma * eps with eps ~ N(0, I): the noise moves outside the gradient path. Kingma & Welling 2014, Sec. 2.4."""
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    return mu + torch.exp(0.5 * logvar) * eps
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, I)) per item = 1/2 sum(mu^2 + sigma^2 - 1 - log sigma^2). Kingma & Welling 2014, App. B."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(dim=1)
+
+
+def vae_loss(model: VAE, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """Negative ELBO per image: squared error summed over pixels + beta * KL (a Gaussian decoder, variance 1/2)."""
+    x = batch["x"]
+    mu, logvar = model.encode(x)
+    x_hat = model.decode(reparameterize(mu, logvar, generator))
+    reconstruction = (x_hat - x).pow(2).flatten(1).sum(dim=1)
+    return (reconstruction + model.config.beta * kl_to_standard_normal(mu, logvar)).mean()
 
 
 @torch.no_grad()

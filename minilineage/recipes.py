@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from minilineage import checkpoint
-from minilineage.autoencoder import Autoencoder, ae_loss, denoising_ae_loss, reconstruction_mse
+from minilineage.autoencoder import VAE, Autoencoder, ae_loss, denoising_ae_loss, kl_to_standard_normal, reconstruction_mse, vae_loss
 from minilineage.data import ImageData, load_dataset
 from minilineage.train import TrainConfig, describe_device, fit, pick_device
 
@@ -65,6 +65,13 @@ def eval_reconstruction(model: nn.Module, device: torch.device) -> dict:
     return {"test_mse": round(reconstruction_mse(model, x), 5)}
 
 
+@torch.no_grad()
+def eval_vae(model: VAE, device: torch.device) -> dict:
+    x = load_dataset("mnist-5k", "test").float_images().to(device)
+    mu, logvar = model.encode(x)
+    return {"test_mse": round(reconstruction_mse(model, x), 5), "test_kl": round(kl_to_standard_normal(mu, logvar).mean().item(), 3)}
+
+
 RECIPES: dict[str, Recipe] = {}
 
 
@@ -81,12 +88,20 @@ def _ae_presets(steps_cpu: int) -> dict[str, Preset]:
 
 
 register(Recipe("ae-mnist", "Chapter 1: autoencoder with a 2-D code (for the latent explorer)",
-                Autoencoder, {"latent_dim": 2}, ae_loss, _ae_presets(3000), eval_reconstruction))
+                Autoencoder, {"latent_dim": 2}, ae_loss, _ae_presets(2000), eval_reconstruction))
 for _z in (4, 8, 16, 32):
     register(Recipe(f"ae-mnist-z{_z}", f"Chapter 1: autoencoder with a {_z}-number code (code-size study)",
-                    Autoencoder, {"latent_dim": _z}, ae_loss, _ae_presets(3000), eval_reconstruction))
+                    Autoencoder, {"latent_dim": _z}, ae_loss, _ae_presets(2000), eval_reconstruction))
 register(Recipe("dae-mnist", "Chapter 1: denoising autoencoder (inputs corrupted by Gaussian noise)",
-                Autoencoder, {"latent_dim": 16}, denoising_ae_loss, _ae_presets(3000), eval_reconstruction))
+                Autoencoder, {"latent_dim": 16}, denoising_ae_loss, _ae_presets(2000), eval_reconstruction))
+
+register(Recipe("vae-mnist", "Chapter 2: VAE, 16-D code, beta = 1 (the true ELBO)",
+                VAE, {"latent_dim": 16, "beta": 1.0}, vae_loss, _ae_presets(3000), eval_vae))
+for _beta in (0.2, 5.0):
+    register(Recipe(f"vae-mnist-beta{_beta:g}", f"Chapter 2: VAE with beta = {_beta:g} (the beta slider)",
+                    VAE, {"latent_dim": 16, "beta": _beta}, vae_loss, _ae_presets(3000), eval_vae))
+register(Recipe("vae-mnist-z2", "Chapter 2: VAE with a 2-D code (the latent map and traversal)",
+                VAE, {"latent_dim": 2, "beta": 1.0}, vae_loss, _ae_presets(3000), eval_vae))
 
 
 def get_recipe(name: str) -> Recipe:
