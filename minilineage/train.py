@@ -108,6 +108,13 @@ def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel or torch.compile wrapper (for its attributes)."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
 def step_generator(seed: int, step: int, device: torch.device, rank: int = 0) -> torch.Generator:
     """A generator for one step, derived from (seed, step, rank): a resumed run draws the same numbers."""
     g = torch.Generator(device=device)

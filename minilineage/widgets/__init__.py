@@ -1,0 +1,56 @@
+"""Widgets that let a student see what each chapter's model does, each one line in a notebook.
+
+What works where:
+- `FramePlayer` (and `FramePlayer.from_panels`, `denoise_player`) shows precomputed frames; its
+  Play button, slider and frames are linked in the browser (`jslink`), so after `save_html` (or
+  a notebook saved with widget state) it plays in a static HTML page with no kernel.
+- Chapter 2 (`posterior_sampler`, `traversal_player`, `beta_player`) and Chapter 3
+  (`noising_explorer`, `reverse_player`, `step_comparison`) run their models once, up front, and
+  return players of precomputed frames, so they too play in a static page. `noising_explorer`
+  returns a `PlayerSwitch`: one player per schedule behind a jslinked selector.
+- `LatentExplorer` decodes a new image on every slider move, so it needs a running kernel.
+- `LossPlot` draws only inside a notebook kernel and is a no-op elsewhere.
+
+Image helpers (`to_uint8`, `grid`, `png_bytes`, ...) turn model tensors in [-1, 1] into pixels.
+"""
+
+from __future__ import annotations
+
+from .diffusion import (
+    PlayerSwitch,
+    noise_caption,
+    noising_explorer,
+    reverse_player,
+    schedule_figure,
+    step_comparison,
+)
+from .images import decode_png, encode_png, figure_png, grid, png_bytes, side_by_side, to_uint8
+from .latent import LatentExplorer, LatentMap
+from .lossplot import LossPlot, in_notebook
+from .player import FramePlayer, denoise_player
+from .vae import beta_player, posterior_sampler, traversal_player
+
+__all__ = [
+    "FramePlayer",
+    "LatentExplorer",
+    "LatentMap",
+    "LossPlot",
+    "PlayerSwitch",
+    "beta_player",
+    "decode_png",
+    "denoise_player",
+    "encode_png",
+    "figure_png",
+    "grid",
+    "in_notebook",
+    "noise_caption",
+    "noising_explorer",
+    "png_bytes",
+    "posterior_sampler",
+    "reverse_player",
+    "schedule_figure",
+    "side_by_side",
+    "step_comparison",
+    "to_uint8",
+    "traversal_player",
+]
