@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minilineage.bench import add_bench_command
+from minilineage.metrics import add_eval_command
+
 
 def parse_labels(text: str) -> list[int]:
     """'0-9' -> [0..9]; '3,5,7' -> [3, 5, 7]; '4' -> [4]."""
@@ -122,27 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("recipes", help="list the recipes", description="List every recipe with its presets.")
     p.set_defaults(func=cmd_recipes)
 
-    for extra in _extra_commands():
-        extra(sub)
+    add_eval_command(sub)
+    add_bench_command(sub)
     return parser
-
-
-def _extra_commands():
-    """Commands whose code lives in other modules (eval, bench) register themselves here."""
-    commands = []
-    try:
-        from minilineage.metrics import add_eval_command
-
-        commands.append(add_eval_command)
-    except ImportError:
-        pass
-    try:
-        from minilineage.bench import add_bench_command
-
-        commands.append(add_bench_command)
-    except ImportError:
-        pass
-    return commands
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,6 +21,7 @@ from torch import nn
 from minilineage import checkpoint
 from minilineage.autoencoder import VAE, Autoencoder, ae_loss, denoising_ae_loss, kl_to_standard_normal, reconstruction_mse, vae_loss
 from minilineage.data import ImageData, load_dataset
+from minilineage.ddpm import DDPM, ddpm_loss
 from minilineage.train import TrainConfig, describe_device, fit, pick_device
 
 PRESETS = ("cpu", "gpu")
@@ -72,6 +73,21 @@ def eval_vae(model: VAE, device: torch.device) -> dict:
     return {"test_mse": round(reconstruction_mse(model, x), 5), "test_kl": round(kl_to_standard_normal(mu, logvar).mean().item(), 3)}
 
 
+@torch.no_grad()
+def eval_class_conditional(model: nn.Module, device: torch.device, n: int = 1000) -> dict:
+    """Sample n digits (labels 0-9 cycling, default steps and guidance) and score them with lenet-mnist."""
+    from minilineage.metrics import evaluate_samples  # the classifier is itself a recipe
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    labels = torch.arange(n) % 10
+    started = time.perf_counter()
+    images = torch.cat([model.sample(len(chunk), generator, labels=chunk) for chunk in labels.split(500)])
+    seconds = time.perf_counter() - started
+    uint8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    scores = evaluate_samples(uint8, labels)
+    return {**scores, "sample_seconds": round(seconds, 1)}
+
+
 RECIPES: dict[str, Recipe] = {}
 
 
@@ -103,6 +119,20 @@ for _beta in (0.2, 5.0):
 register(Recipe("vae-mnist-z2", "Chapter 2: VAE with a 2-D code (the latent map and traversal)",
                 VAE, {"latent_dim": 2, "beta": 1.0}, vae_loss, _ae_presets(3000), eval_vae))
 
+# Chapter 3. The U-Net works on 14x14 maps of 2x2 pixel blocks (patch=2): a quarter of the positions,
+# which is where a CPU spends its time (see the chapter's cost study).
+DDPM_MNIST = {"unet": {"width": 32, "channel_mults": (1, 2), "attention_levels": (1,), "num_classes": 10, "patch": 2},
+              "schedule": "cosine", "T": 1000, "p_uncond": 0.1, "guidance": 2.0, "sample_steps": 50}
+register(Recipe("ddpm-mnist", "Chapter 3: class-conditional DDPM (U-Net on 2x2 pixel blocks, cosine schedule)",
+                DDPM, DDPM_MNIST, ddpm_loss, {
+                    "cpu": Preset("mnist-5k", TrainConfig(steps=5000, batch_size=128, lr=2e-3, warmup_steps=200,
+                                                          ema_decay=0.999, checkpoint_every=500)),
+                    "gpu": Preset("mnist", TrainConfig(steps=40_000, batch_size=256, lr=1e-3, warmup_steps=1000,
+                                                       ema_decay=0.9999, checkpoint_every=2000),
+                                  {"unet": {**DDPM_MNIST["unet"], "width": 64, "patch": 1, "channel_mults": (1, 2, 2),
+                                            "attention_levels": (1, 2)}}),
+                }, eval_class_conditional))
+
 
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
@@ -128,6 +158,16 @@ class TrainResult:
     model: nn.Module
     record: dict
     path: Path | None
+
+
+def _write(model: nn.Module, record: dict, out: Path | None, name: str) -> Path | None:
+    """OUT/NAME.pt (weights + record) and OUT/NAME.json (the record without the loss history)."""
+    if out is None:
+        return None
+    path = checkpoint.save_atomic({**record, "model": model.state_dict()}, out / f"{name}.pt")
+    sidecar = {k: v for k, v in record.items() if k != "history"}
+    (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    return path
 
 
 def train_recipe(
@@ -170,18 +210,32 @@ def train_recipe(
     if loss_plot:
         loss_plot.close()
     final = state.final_model
-    metrics = recipe.evaluate(final, device) if recipe.evaluate else {}
     record = {
         "format": checkpoint.FORMAT, **meta, "step": state.step, "seed": config.seed,
         "train_config": asdict(config), "wall_time_s": round(state.wall_time_s, 1),
         "device": describe_device(device), "torch": torch.__version__, "python": platform.python_version(),
-        "parameters": sum(q.numel() for q in final.parameters()), "metrics": metrics,
+        "parameters": sum(q.numel() for q in final.parameters()), "metrics": {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "history": state.history,
     }
-    path = None
-    if out is not None:
-        path = checkpoint.save_atomic({**record, "model": final.state_dict()}, out / f"{name}.pt")
-        sidecar = {k: v for k, v in record.items() if k != "history"}
-        (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
+    path = _write(final, record, out, name)  # before evaluating: a failing evaluation never loses the model
+    if recipe.evaluate:
+        record["metrics"] = recipe.evaluate(final, device)
+        path = _write(final, record, out, name)
     final.checkpoint_info = record
     return TrainResult(final, record, path)
+
+
+# Evaluation: the digit classifier whose features define FID-LeNet (minilineage.metrics).
+from minilineage.classifier import LeNet, accuracy, classifier_loss  # noqa: E402
+
+
+def eval_classifier(model: LeNet, device: torch.device) -> dict:
+    test = load_dataset("mnist-5k", "test")
+    return {"test_accuracy": round(accuracy(model, test.float_images().to(device), test.labels.to(device)), 4)}
+
+
+register(Recipe("lenet-mnist", "Evaluation: LeNet digit classifier behind `minilineage eval` (FID-LeNet, accuracy)",
+                LeNet, {}, classifier_loss, {
+                    "cpu": Preset("mnist-5k", TrainConfig(steps=1500, batch_size=128, lr=3e-3, weight_decay=0.05)),
+                    "gpu": Preset("mnist", TrainConfig(steps=5000, batch_size=256, lr=3e-3, weight_decay=0.05)),
+                }, eval_classifier))

@@ -145,6 +145,7 @@ def _distributed() -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
+@torch.enable_grad()  # a notebook may have switched gradients off globally; training needs them
 def fit(
     model: nn.Module,
     loss_fn: Callable[[nn.Module, dict, torch.Generator], torch.Tensor],

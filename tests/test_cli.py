@@ -16,7 +16,7 @@ def run_cli(*args):
 def test_every_command_has_help():
     parser = cli.build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert {"train", "sample", "recipes"} <= set(commands)
+    assert {"train", "sample", "recipes", "eval", "bench"} <= set(commands)
     for name, sub in commands.items():
         text = sub.format_help()
         assert name in text and "usage" in text

@@ -1,0 +1,61 @@
+"""Repository-level checks: dependency lists agree, chapters are paired and small, checkpoints are recorded."""
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAPTERS = sorted((ROOT / "chapters").glob("*.py"))
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!\[ ]", requirement, maxsplit=1)[0].lower()
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    listed = {r for r in pip_section if not r.startswith("-e")}
+    assert listed == wanted, f"only in environment.yml: {listed - wanted}; only in pyproject: {wanted - listed}"
+    assert "-e ." in pip_section
+
+
+def test_every_chapter_has_both_files():
+    assert CHAPTERS, "no chapters found"
+    for py in CHAPTERS:
+        assert py.with_suffix(".ipynb").exists(), f"{py.name} has no .ipynb"
+    for nb in (ROOT / "chapters").glob("*.ipynb"):
+        assert nb.with_suffix(".py").exists(), f"{nb.name} has no paired .py"
+
+
+@pytest.mark.parametrize("py", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_py_and_ipynb_are_in_sync(py):
+    from_py = jupytext.read(py)
+    from_nb = nbformat.read(py.with_suffix(".ipynb"), as_version=4)
+    cells_py = [(c.cell_type, c.source.strip()) for c in from_py.cells]
+    cells_nb = [(c.cell_type, c.source.strip()) for c in from_nb.cells]
+    assert cells_py == cells_nb, f"{py.name} and its .ipynb differ: run `jupytext --sync {py}`"
+
+
+@pytest.mark.parametrize("py", CHAPTERS, ids=lambda p: p.stem)
+def test_committed_notebooks_are_small(py):
+    assert py.with_suffix(".ipynb").stat().st_size < 2_000_000
+
+
+def test_shipped_checkpoints_record_how_they_were_made():
+    for ckpt in (ROOT / "assets" / "checkpoints").glob("*.pt"):
+        if ckpt.name.endswith(".resume.pt"):  # a run's private resume state, never committed
+            continue
+        record = json.loads(ckpt.with_suffix(".json").read_text())
+        for key in ("recipe", "command", "seed", "step", "wall_time_s", "device", "metrics"):
+            assert key in record, f"{ckpt.name}: sidecar lacks {key}"
+        assert record["command"].startswith("minilineage train"), f"{ckpt.name} was not made by the CLI"
+        assert ckpt.stat().st_size < 15_000_000
