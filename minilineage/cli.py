@@ -83,6 +83,11 @@ def cmd_sample(args) -> None:
         part = {k: (v[start : start + args.batch_size] if k == "labels" else v) for k, v in given.items()}
         images.append(model.sample(min(args.batch_size, args.n - start), generator=generator, **part).cpu())
     array = to_uint8(torch.cat(images))
+    if args.prompt is not None and labels is None:
+        from minilineage.ldm import prompt_digit
+
+        digit = prompt_digit(args.prompt)  # lets `minilineage eval` report prompt adherence
+        labels = None if digit is None else torch.full((args.n,), digit)
     save_images(array, Path(args.out), labels.numpy().astype(np.int64) if labels is not None else None)
     print(f"wrote {args.n} samples {array.shape} to {args.out}")
 
@@ -114,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
     p.add_argument("--out", required=True, help="output file, .npz or .png")
     p.add_argument("--labels", type=parse_labels, help="class labels to cycle through, e.g. 0-9 or 1,7 (class-conditional models)")
-    p.add_argument("--prompt", help="text prompt (text-conditioned models)")
+    p.add_argument("--prompt", help="text prompt (text-conditioned models); a prompt naming one digit "
+                   "(\"a handwritten seven\") also stores that digit as `labels`, for `minilineage eval`")
     p.add_argument("--steps", type=int, help="sampling steps (diffusion models; DDIM when fewer than trained)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (conditional diffusion models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

@@ -9,13 +9,14 @@ encoder trained this way is the one whose per-token outputs a text-to-image U-Ne
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .data import load_dataset
 from .text import TextEncoder, Tokenizer
 
 
@@ -216,3 +217,56 @@ def caption_tokenizer(data, context_length: int = 16) -> Tokenizer:
         for k in range(len(data.templates))
     ]
     return Tokenizer.from_captions(captions, context_length)
+
+
+@dataclass
+class MiniCLIPConfig(CLIPConfig):
+    """A CLIPConfig that also holds the tokenizer's vocabulary, so one config rebuilds the whole model."""
+
+    vocab: list[str] = field(default_factory=list)  # empty: every word of the mnist-5k captions
+
+    def __post_init__(self):
+        if not self.vocab:
+            self.vocab = caption_tokenizer(load_dataset("mnist-5k", "test"), self.context_length).vocab
+        self.vocab = list(self.vocab)
+
+
+class MiniCLIP(CLIP):
+    """CLIP built from a single config, as checkpoints and recipes build every model (`cls(cls.Config(**d))`).
+
+    The vocabulary travels inside the config as a plain list, so a checkpoint restores the exact
+    tokenizer: a word's id is its index in that list.
+    """
+
+    Config = MiniCLIPConfig
+
+    def __init__(self, config: MiniCLIPConfig):
+        super().__init__(Tokenizer(config.vocab, config.context_length), config)
+
+
+def caption_batches(data, batch_size: int):
+    """Random minibatches {x: images in [-1, 1], y: labels, captions: one random template each}."""
+    x, y = data.float_images(), data.labels
+
+    def next_batch(step: int, generator: torch.Generator) -> dict:
+        idx = torch.randint(len(x), (batch_size,), generator=generator)
+        return {"x": x[idx], "y": y[idx], "captions": data.captions(y[idx], generator)}
+
+    return next_batch
+
+
+def clip_recipe_loss(model: CLIP, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """The symmetric contrastive loss of a batch of (image, caption) pairs (`CLIP.loss`)."""
+    return model.loss(batch["x"], batch["captions"])
+
+
+@torch.no_grad()
+def zero_shot_accuracy(model: CLIP, data, template: int = 0, batch_size: int = 500) -> float:
+    """Fraction of `data` whose nearest class prompt (one template, e.g. "a handwritten seven") is its label."""
+    prompts = [data.caption(label, template) for label in range(len(data.classes))]
+    device = model.log_scale.device
+    hits = sum(
+        (model.zero_shot_classify(x.to(device), prompts).cpu() == y).sum().item()
+        for x, y in zip(data.float_images().split(batch_size), data.labels.split(batch_size))
+    )
+    return hits / len(data)

@@ -188,6 +188,9 @@ def cmd_eval(args) -> None:
     classifier = load_classifier(args.classifier)
     result = evaluate_samples(images, labels, classifier)
     print(format_table(result, args.samples))
+    if labels is not None and len(labels.unique()) < 10:
+        print(f"  (the samples ask for {len(labels.unique())} of the 10 digits; FID-LeNet compares them with all ten, "
+              "so read the accuracy, not the FID)")
     if args.json:
         record = {"samples": str(args.samples), "classifier": str(args.classifier), **result}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

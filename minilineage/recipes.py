@@ -19,7 +19,15 @@ import torch
 from torch import nn
 
 from minilineage import checkpoint
-from minilineage.autoencoder import VAE, Autoencoder, ae_loss, denoising_ae_loss, kl_to_standard_normal, reconstruction_mse, vae_loss
+from minilineage.autoencoder import (
+    VAE,
+    Autoencoder,
+    ae_loss,
+    denoising_ae_loss,
+    kl_to_standard_normal,
+    reconstruction_mse,
+    vae_loss,
+)
 from minilineage.data import ImageData, load_dataset
 from minilineage.ddpm import DDPM, ddpm_loss
 from minilineage.train import TrainConfig, describe_device, fit, pick_device
@@ -200,7 +208,10 @@ def train_recipe(
     }
     loss_plot = None
     if plot or plot is None:
-        from minilineage.widgets import LossPlot, in_notebook  # only the notebook view needs widgets
+        from minilineage.widgets import (  # only the notebook view needs widgets
+            LossPlot,
+            in_notebook,
+        )
 
         if plot or in_notebook():
             loss_plot = LossPlot(every=max(config.log_every, config.steps // 40), title=name)
@@ -239,3 +250,84 @@ register(Recipe("lenet-mnist", "Evaluation: LeNet digit classifier behind `minil
                     "cpu": Preset("mnist-5k", TrainConfig(steps=1500, batch_size=128, lr=3e-3, weight_decay=0.05)),
                     "gpu": Preset("mnist", TrainConfig(steps=5000, batch_size=256, lr=3e-3, weight_decay=0.05)),
                 }, eval_classifier))
+
+
+# Chapter 4: latent diffusion with a CLIP-style text encoder. Three recipes, trained in this order:
+# clip-mnist and latent-vae-mnist (independent), then ldm-mnist, which starts from both checkpoints.
+from minilineage.clip import MiniCLIP, caption_batches, clip_recipe_loss, zero_shot_accuracy  # noqa: E402
+from minilineage.latent import LatentVAE, latent_scale_factor, latent_vae_loss  # noqa: E402
+from minilineage.ldm import LatentDiffusion, digit_prompts, ldm_loss  # noqa: E402
+
+
+@torch.no_grad()
+def eval_clip(model: MiniCLIP, device: torch.device) -> dict:
+    """Zero-shot accuracy on the held-out digits, per caption template (template 0: "a handwritten seven")."""
+    test = load_dataset("mnist-5k", "test")
+    per_template = [round(zero_shot_accuracy(model, test, k), 4) for k in range(len(test.templates))]
+    return {"zero_shot_accuracy": per_template[0], "zero_shot_accuracy_per_template": per_template}
+
+
+@torch.no_grad()
+def eval_latent_vae(model: LatentVAE, device: torch.device) -> dict:
+    x = load_dataset("mnist-5k", "test").float_images().to(device)
+    mu, logvar = model.encode(x)
+    return {"test_mse": round(reconstruction_mse(model, x), 5),
+            "test_kl": round(kl_to_standard_normal(mu.flatten(1), logvar.flatten(1)).mean().item(), 2),
+            "latent_scale": round(latent_scale_factor(model, load_dataset("mnist-5k", "train").float_images().to(device)), 4)}
+
+
+@torch.no_grad()
+def eval_text_to_image(model: LatentDiffusion, device: torch.device, n: int = 1000) -> dict:
+    """Prompt adherence: n samples for "a handwritten zero" ... "nine" (default steps and guidance), scored by lenet-mnist."""
+    from minilineage.metrics import evaluate_samples  # the classifier is itself a recipe
+
+    generator = torch.Generator(device=device).manual_seed(0)
+    started = time.perf_counter()
+    prompts = digit_prompts(n)
+    images = torch.cat([model.sample(len(part), generator, prompt=part) for part in
+                        (prompts[i : i + 500] for i in range(0, n, 500))])
+    seconds = time.perf_counter() - started
+    uint8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    scores = evaluate_samples(uint8, torch.arange(n) % 10)
+    return {**{k: round(v, 4) if isinstance(v, float) else v for k, v in scores.items()}, "samples": n,
+            "sample_seconds": round(seconds, 1), "guidance": model.config.guidance, "steps": model.config.sample_steps}
+
+
+@dataclass
+class LatentDiffusionRecipe(Recipe):
+    """A recipe whose model starts from two trained checkpoints: the latent VAE and the CLIP text encoder."""
+
+    vae_checkpoint: str = "latent-vae-mnist"
+    clip_checkpoint: str = "clip-mnist"
+
+    def build(self, preset: str = "cpu") -> LatentDiffusion:
+        p = self.presets[preset]
+        config = LatentDiffusion.Config(**{**self.model_config, **p.model})
+        vae = load_model(self.vae_checkpoint, expect=LatentVAE)
+        clip = load_model(self.clip_checkpoint, expect=MiniCLIP)
+        return LatentDiffusion.from_pretrained(config, vae, clip, load_dataset(p.dataset, "train").float_images())
+
+
+register(Recipe("clip-mnist", "Chapter 4: CLIP-style text + image encoders trained from scratch on digit captions",
+                MiniCLIP, {"text_width": 64, "text_layers": 2, "image_width": 16, "embed_dim": 32},
+                clip_recipe_loss, {
+                    "cpu": Preset("mnist-5k", TrainConfig(steps=1000, batch_size=128, lr=2e-3, warmup_steps=50)),
+                    "gpu": Preset("mnist", TrainConfig(steps=5000, batch_size=512, lr=2e-3, warmup_steps=200)),
+                }, eval_clip, caption_batches))
+register(Recipe("latent-vae-mnist", "Chapter 4: KL-regularised autoencoder, 28x28 pixels <-> 7x7x4 latents",
+                LatentVAE, {"width": 32, "latent_channels": 4, "beta": 0.01}, latent_vae_loss, {
+                    "cpu": Preset("mnist-5k", TrainConfig(steps=1500, batch_size=128, lr=3e-3)),
+                    "gpu": Preset("mnist", TrainConfig(steps=10_000, batch_size=512, lr=2e-3)),
+                }, eval_latent_vae))
+# The U-Net's in_channels and context_dim come from the two checkpoints (LatentDiffusion.from_pretrained).
+LDM_MNIST = {"unet": {"width": 64, "channel_mults": (1,), "attention_levels": (0,)},
+             "schedule": "cosine", "T": 1000, "p_uncond": 0.1, "guidance": 3.0, "sample_steps": 50}
+register(LatentDiffusionRecipe(
+    "ldm-mnist", "Chapter 4: text-to-image latent diffusion (7x7x4 latents, cross-attention to CLIP text tokens)",
+    LatentDiffusion, LDM_MNIST, ldm_loss, {
+        "cpu": Preset("mnist-5k", TrainConfig(steps=2000, batch_size=128, lr=2e-3, warmup_steps=200,
+                                              ema_decay=0.999, checkpoint_every=500)),
+        "gpu": Preset("mnist", TrainConfig(steps=40_000, batch_size=256, lr=1e-3, warmup_steps=1000,
+                                           ema_decay=0.9999, checkpoint_every=2000),
+                      {"unet": {**LDM_MNIST["unet"], "width": 128, "blocks_per_level": 2}}),
+    }, eval_text_to_image, caption_batches))

@@ -9,8 +9,9 @@ Both samplers clip the predicted x0 to [-clip_x0, clip_x0] (default 1, the range
 At large t, x0_hat = (x_t - sqrt(1 - alpha_bar) eps_hat) / sqrt(alpha_bar) divides by a tiny
 sqrt(alpha_bar), so a small error in eps_hat becomes a huge x0_hat; the true x0 is known to lie
 in [-1, 1], and clipping stops those early errors from compounding (Ho et al.'s released code and
-improved-diffusion's clip_denoised do the same). Latent diffusion passes clip_x0=None: latents
-have no such bound.
+improved-diffusion's clip_denoised do the same). Latents have no a-priori bound, so latent
+diffusion passes the largest |z0| seen in its (scaled) training latents instead; with
+clip_x0=None, DDIM with few steps and strong guidance on our small latent model blows up.
 """
 
 from __future__ import annotations

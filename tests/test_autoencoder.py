@@ -3,7 +3,13 @@ import math
 import pytest
 import torch
 
-from minilineage.autoencoder import AEConfig, Autoencoder, ae_loss, denoising_ae_loss, reconstruction_mse
+from minilineage.autoencoder import (
+    AEConfig,
+    Autoencoder,
+    ae_loss,
+    denoising_ae_loss,
+    reconstruction_mse,
+)
 from minilineage.data import load_dataset
 
 
@@ -80,7 +86,13 @@ def test_reparameterisation_samples_the_right_gaussian_and_passes_gradients():
 
 
 def test_vae_loss_is_reconstruction_plus_beta_kl():
-    from minilineage.autoencoder import VAE, VAEConfig, kl_to_standard_normal, reparameterize, vae_loss
+    from minilineage.autoencoder import (
+        VAE,
+        VAEConfig,
+        kl_to_standard_normal,
+        reparameterize,
+        vae_loss,
+    )
 
     x = torch.rand(6, 1, 28, 28) * 2 - 1
     for beta in (0.0, 1.0, 4.0):

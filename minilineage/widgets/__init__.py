@@ -8,6 +8,9 @@ What works where:
   (`noising_explorer`, `reverse_player`, `step_comparison`) run their models once, up front, and
   return players of precomputed frames, so they too play in a static page. `noising_explorer`
   returns a `PlayerSwitch`: one player per schedule behind a jslinked selector.
+- Chapter 4: `similarity_explorer` (CLIP's N x N matrix, one frame per batch) is precomputed;
+  `text_to_image` precomputes every guidance value of its prompt (guidance and step sliders are
+  jslinked) and needs a kernel only to run a newly typed prompt.
 - `LatentExplorer` decodes a new image on every slider move, so it needs a running kernel.
 - `LossPlot` draws only inside a notebook kernel and is a no-op elsewhere.
 
@@ -26,6 +29,14 @@ from .diffusion import (
 )
 from .images import decode_png, encode_png, figure_png, grid, png_bytes, side_by_side, to_uint8
 from .latent import LatentExplorer, LatentMap
+from .ldm import (
+    TextToImage,
+    attention_figure,
+    latent_strip,
+    similarity_explorer,
+    similarity_figure,
+    text_to_image,
+)
 from .lossplot import LossPlot, in_notebook
 from .player import FramePlayer, denoise_player
 from .vae import beta_player, posterior_sampler, traversal_player
@@ -36,6 +47,8 @@ __all__ = [
     "LatentMap",
     "LossPlot",
     "PlayerSwitch",
+    "TextToImage",
+    "attention_figure",
     "beta_player",
     "decode_png",
     "denoise_player",
@@ -43,6 +56,7 @@ __all__ = [
     "figure_png",
     "grid",
     "in_notebook",
+    "latent_strip",
     "noise_caption",
     "noising_explorer",
     "png_bytes",
@@ -50,7 +64,10 @@ __all__ = [
     "reverse_player",
     "schedule_figure",
     "side_by_side",
+    "similarity_explorer",
+    "similarity_figure",
     "step_comparison",
+    "text_to_image",
     "to_uint8",
     "traversal_player",
 ]
