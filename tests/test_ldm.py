@@ -20,7 +20,14 @@ from minilineage.latent import (
     latent_vae_loss,
 )
 from minilineage.layers import CrossAttention
-from minilineage.ldm import LatentDiffusion, LDMConfig, digit_prompts, drop_captions, ldm_loss, prompt_digit
+from minilineage.ldm import (
+    LatentDiffusion,
+    LDMConfig,
+    digit_prompts,
+    drop_captions,
+    ldm_loss,
+    prompt_digit,
+)
 from minilineage.recipes import load_model, train_recipe
 from minilineage.unet import UNetConfig
 from minilineage.widgets import similarity_explorer, text_to_image
