@@ -381,9 +381,30 @@ assert ddpm_scores["fid_lenet"] < 2 * ddpm_scores["real_floor"] < vae_scores["fi
 # %% [markdown]
 # ## 12. Train it yourself
 #
-# `minilineage train ddpm-mnist` trains the shipped model (about 15 minutes on 2 CPU cores). What made that fast enough, each
+# `minilineage train ddpm-mnist` trains the shipped model: 5,000 steps in 12 minutes on 2 CPU cores. What made that fast enough, each
 # measured while building the recipe: the 2×2 patching above (about 2× faster per step), EMA weights, a cosine schedule, a warm-up and
 # cosine-decayed learning rate of 2e-3 with AdamW, and label dropout for guidance. Fast mode runs 30 steps.
+#
+# How quality grows with training time. `minilineage train ddpm-mnist --keep-every 500` keeps the EMA weights every 500 steps;
+# each snapshot then drew 500 digits (`minilineage sample SNAPSHOT --n 500 --labels 0-9 --steps 50 --guidance 2`) scored by
+# `minilineage eval` (2 CPU cores, nothing else running):
+#
+# | steps | training minutes | classified as asked | FID-LeNet (floor 50) |
+# |---:|---:|---:|---:|
+# | 500 | 1.1 | 21 % | 604 |
+# | 1,000 | 2.3 | 47 % | 287 |
+# | 1,500 | 3.6 | 75 % | 131 |
+# | 2,000 | 4.8 | 89 % | 71 |
+# | 2,500 | 5.9 | 96 % | 55 |
+# | 3,000 | 7.1 | 98 % | 53 |
+# | 4,000 | 9.4 | 99 % | 58 |
+# | 5,000 | 12.0 | 99 % | 65 |
+#
+# Two things to notice. Recognisable, correctly-classed digits arrive after about five minutes. And FID-LeNet at guidance 2 is
+# best around 3,000 steps and then creeps up while accuracy keeps rising. It is the guidance, not the model, getting worse: at
+# guidance 1 the same snapshots improve from FID-LeNet 104 (79 % correct) at 3,000 steps to 68 (88 %) at 5,000. As the
+# conditional model gets better it needs less pushing, and guidance 2 starts to trade the variety of real digits (which FID
+# counts) for ever more typical ones. The best guidance scale falls as training goes on.
 
 # %%
 result = train_recipe("ddpm-mnist", steps=30 if FAST else None, out=None, progress=not FAST)

@@ -188,8 +188,11 @@ def train_recipe(
     seed: int | None = None,
     progress: bool = True,
     plot: bool | None = None,
+    keep_every: int = 0,
 ) -> TrainResult:
-    """Train a named recipe; write OUT/NAME.pt and OUT/NAME.json (out=None writes nothing)."""
+    """Train a named recipe; write OUT/NAME.pt and OUT/NAME.json (out=None writes nothing).
+
+    `keep_every=N` also keeps OUT/NAME-stepN.pt, OUT/NAME-step2N.pt, ... (see `fit`)."""
     recipe = get_recipe(name)
     if preset not in recipe.presets:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(recipe.presets)}")
@@ -217,7 +220,7 @@ def train_recipe(
             loss_plot = LossPlot(every=max(config.log_every, config.steps // 40), title=name)
     state = fit(model, recipe.loss, make_batches(data, config.batch_size), config, device,
                 resume_path=out / f"{name}.resume.pt" if out else None, resume=resume, meta=meta,
-                callbacks=(loss_plot.update,) if loss_plot else (), progress=progress)
+                callbacks=(loss_plot.update,) if loss_plot else (), progress=progress, keep_every=keep_every)
     if loss_plot:
         loss_plot.close()
     final = state.final_model

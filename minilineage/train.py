@@ -157,8 +157,16 @@ def fit(
     meta: dict | None = None,
     callbacks: tuple[Callable[[int, float], None], ...] = (),
     progress: bool = True,
+    keep_every: int = 0,
 ) -> TrainState:
-    """Train `model` for `config.steps` steps; write `resume_path` every `checkpoint_every` steps."""
+    """Train `model` for `config.steps` steps; write `resume_path` every `checkpoint_every` steps.
+
+    `keep_every > 0` also keeps a loadable snapshot of the weights a run would ship (EMA if on)
+    every that many steps, next to `resume_path`: NAME-step500.pt, NAME-step1000.pt, ... Each
+    records its step and training wall time, so quality can be plotted against training minutes.
+    """
+    if keep_every < 0:
+        raise ValueError(f"keep_every must be 0 (off) or a positive number of steps, not {keep_every}")
     device = pick_device(device) if isinstance(device, str) else device
     rank, world = _distributed()
     if world > 1 and device.type == "cuda":
@@ -181,6 +189,13 @@ def fit(
     def save():
         if rank == 0 and resume_path:
             checkpoint.save_atomic(_resume_dict(state, optimizer, scheduler, config, meta or {}), resume_path)
+
+    def keep():
+        if rank == 0 and resume_path:
+            name = Path(resume_path).name.removesuffix(".resume.pt")
+            snapshot = {"format": checkpoint.FORMAT, **(meta or {}), "model": state.final_model.state_dict(),
+                        "step": state.step, "seed": config.seed, "wall_time_s": round(state.wall_time_s, 1)}
+            checkpoint.save_atomic(snapshot, Path(resume_path).with_name(f"{name}-step{state.step}.pt"))
 
     bar = tqdm(total=config.steps, initial=state.step, disable=not progress or rank != 0, desc="train", mininterval=1.0)
     started, running = time.perf_counter() - state.wall_time_s, []
@@ -215,6 +230,8 @@ def fit(
         state.wall_time_s = time.perf_counter() - started
         if state.step % config.checkpoint_every == 0 or state.step == config.steps:
             save()
+        if keep_every > 0 and state.step % keep_every == 0:
+            keep()
     bar.close()
     model.eval()
     return state

@@ -45,6 +45,16 @@ def test_train_writes_a_checkpoint_with_its_record_and_sample_reads_it(tmp_path,
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_train_keep_every_writes_loadable_snapshots(tmp_path):
+    cli.main(["train", "ae-mnist", "--steps", "4", "--keep-every", "2", "--out", str(tmp_path), "--device", "cpu"])
+    assert sorted(p.name for p in tmp_path.glob("ae-mnist-step*.pt")) == ["ae-mnist-step2.pt", "ae-mnist-step4.pt"]
+    final = torch.load(tmp_path / "ae-mnist.pt", weights_only=False)["model"]
+    last = torch.load(tmp_path / "ae-mnist-step4.pt", weights_only=False)["model"]
+    assert all(torch.equal(final[k], last[k]) for k in final)
+    cli.main(["sample", str(tmp_path / "ae-mnist-step2.pt"), "--n", "2", "--out", str(tmp_path / "s.npz")])
+    assert np.load(tmp_path / "s.npz")["images"].shape == (2, 1, 28, 28)
+
+
 def test_sample_rejects_options_the_model_does_not_take(tmp_path):
     train_recipe("ae-mnist", steps=1, out=tmp_path, progress=False, plot=False)
     with pytest.raises(SystemExit, match="--labels"):

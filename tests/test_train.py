@@ -131,3 +131,24 @@ def test_unknown_device_lists_choices():
     with pytest.raises(ValueError, match="auto, cpu, cuda, mps"):
         pick_device("tpu")
     assert pick_device("cpu").type == "cpu"
+
+
+def test_keep_every_keeps_the_shipped_weights_at_each_step(tmp_path):
+    model, loss_fn, next_batch = tiny_task()
+    path = tmp_path / "run.resume.pt"
+    with pytest.raises(Killed):  # stop right after step 30 to compare the live EMA with the step-30 snapshot
+        fit(model, loss_fn, next_batch, config(), "cpu", resume_path=path, progress=False, keep_every=15,
+            callbacks=(kill_at(35),))
+    assert sorted(p.name for p in tmp_path.glob("run-step*.pt")) == ["run-step15.pt", "run-step30.pt"]
+    snapshot = checkpoint.load(tmp_path / "run-step30.pt")
+    assert snapshot["step"] == 30 and snapshot["wall_time_s"] >= checkpoint.load(tmp_path / "run-step15.pt")["wall_time_s"]
+    resumed = checkpoint.load(path)  # the periodic checkpoint at step 30 holds the same EMA weights
+    assert resumed["step"] == 30
+    for key, value in snapshot["model"].items():
+        assert torch.equal(value, resumed["ema"][key])
+
+
+def test_negative_keep_every_is_refused():
+    model, loss_fn, next_batch = tiny_task()
+    with pytest.raises(ValueError, match="0 \\(off\\) or a positive"):
+        fit(model, loss_fn, next_batch, config(), "cpu", progress=False, keep_every=-5)
