@@ -53,7 +53,9 @@ class Recipe:
     evaluate: Callable[[nn.Module, torch.device], dict] | None = None
     batches: Callable[[ImageData, int], Callable[[int, torch.Generator], dict]] | None = None
 
-    def build(self, preset: str = "cpu") -> nn.Module:
+    def build(self, preset: str = "cpu", out: Path | None = None) -> nn.Module:
+        """A fresh model for `preset`. `out` is the run's folder, where recipes that start from other
+        checkpoints look for them first."""
         config = self.model_cls.Config(**{**self.model_config, **self.presets[preset].model})
         return self.model_cls(config)
 
@@ -200,10 +202,10 @@ def train_recipe(
     config = replace(p.train, **{k: v for k, v in {"steps": steps, "seed": seed}.items() if v is not None})
     device = pick_device(device)
     torch.manual_seed(config.seed)
-    model = recipe.build(preset)
+    out = Path(out) if out is not None else None
+    model = recipe.build(preset, out)
     data = load_dataset(p.dataset, "train")
     make_batches = recipe.batches or image_batches
-    out = Path(out) if out is not None else None
     meta = {
         "recipe": name, "preset": preset, "model_class": recipe.model_cls.__name__,
         "model_config": asdict(model.config), "dataset": p.dataset,
@@ -298,16 +300,23 @@ def eval_text_to_image(model: LatentDiffusion, device: torch.device, n: int = 10
 
 @dataclass
 class LatentDiffusionRecipe(Recipe):
-    """A recipe whose model starts from two trained checkpoints: the latent VAE and the CLIP text encoder."""
+    """A recipe whose model starts from two trained checkpoints: the latent VAE and the CLIP text encoder.
+
+    Each is taken from the run's own folder when it was trained there (`minilineage train latent-vae-mnist
+    --out runs/` before `minilineage train ldm-mnist --out runs/`), else the shipped one is used."""
 
     vae_checkpoint: str = "latent-vae-mnist"
     clip_checkpoint: str = "clip-mnist"
 
-    def build(self, preset: str = "cpu") -> LatentDiffusion:
+    def build(self, preset: str = "cpu", out: Path | None = None) -> LatentDiffusion:
         p = self.presets[preset]
         config = LatentDiffusion.Config(**{**self.model_config, **p.model})
-        vae = load_model(self.vae_checkpoint, expect=LatentVAE)
-        clip = load_model(self.clip_checkpoint, expect=MiniCLIP)
+
+        def pretrained(name: str, cls: type[nn.Module]) -> nn.Module:
+            own = out / f"{name}.pt" if out is not None else None
+            return load_model(own if own is not None and own.exists() else name, expect=cls)
+
+        vae, clip = pretrained(self.vae_checkpoint, LatentVAE), pretrained(self.clip_checkpoint, MiniCLIP)
         return LatentDiffusion.from_pretrained(config, vae, clip, load_dataset(p.dataset, "train").float_images())
 
 

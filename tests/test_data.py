@@ -1,5 +1,4 @@
 import pickle
-import struct
 
 import numpy as np
 import pytest
@@ -40,22 +39,12 @@ def test_unknown_dataset_lists_valid_names():
         data.load_dataset("mnist-5k", "validation")
 
 
-def _write_idx(path, array: np.ndarray) -> None:
-    """The MNIST idx format: magic (0, 0, dtype 0x08, ndim), big-endian sizes, raw bytes."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.mark.parametrize("name, folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
-def test_mnist_format_files_load_through_torchvision(tmp_path, name, folder):
-    raw = tmp_path / folder / "raw"
-    raw.mkdir(parents=True)
+def test_mnist_format_files_load_through_torchvision(tmp_path, name, folder, write_mnist_files):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (6, 28, 28))
     labels = np.array([0, 1, 2, 3, 4, 9])
-    for split in ("train", "t10k"):
-        _write_idx(raw / f"{split}-images-idx3-ubyte", images)
-        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    write_mnist_files(tmp_path, folder, images, labels)
     d = data.load_dataset(name, "train", root=tmp_path)
     assert d.images.shape == (6, 1, 28, 28)
     assert torch.equal(d.images[:, 0], torch.from_numpy(images.astype(np.uint8)))

@@ -1,0 +1,53 @@
+"""The GPU presets, exercised on a CPU: each trains a step on the full-dataset path they name."""
+
+import math
+
+import pytest
+import torch
+
+from minilineage import recipes
+from minilineage.data import load_dataset
+from minilineage.recipes import RECIPES, train_recipe
+
+GPU_RECIPES = sorted(name for name, r in RECIPES.items() if "gpu" in r.presets)
+
+
+def test_every_recipe_has_a_cpu_and_a_gpu_preset():
+    assert GPU_RECIPES == sorted(RECIPES)
+    assert all(r.presets["cpu"].dataset == "mnist-5k" for r in RECIPES.values())
+
+
+@pytest.fixture
+def mnist_on_disk(tmp_path, monkeypatch, write_mnist_files):
+    """The full-MNIST files the GPU presets read, holding 64 real digits, in MNIST's own format."""
+    digits = load_dataset("mnist-5k", "train")
+    write_mnist_files(tmp_path, "MNIST", digits.images[:64, 0].numpy(), digits.labels[:64].numpy())
+    monkeypatch.setenv("MINILINEAGE_DATA", str(tmp_path))
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", [n for n in GPU_RECIPES if not n.startswith(("ae-mnist-z", "vae-mnist-"))])
+def test_gpu_preset_trains_a_step_on_full_mnist_files(name, mnist_on_disk, monkeypatch):
+    recipe = RECIPES[name]
+    monkeypatch.setattr(recipe, "evaluate", None)  # its sampling-based figures are for real runs, not one step
+    preset = recipe.presets["gpu"]
+    result = train_recipe(name, preset="gpu", steps=1, out=mnist_on_disk / "runs", device="cpu",
+                          progress=False, plot=False)
+    record = result.record
+    assert record["preset"] == "gpu" and record["dataset"] == preset.dataset == "mnist"
+    assert record["step"] == 1 and record["train_config"]["batch_size"] == preset.train.batch_size
+    assert math.isfinite(record["history"][-1][1])
+    for key, value in preset.model.items():  # the preset's model overrides reached the model
+        built = record["model_config"][key]
+        assert {k: built[k] for k in value} == value if isinstance(value, dict) else built == value
+    reloaded = recipes.load_model(str(result.path))
+    assert sum(p.numel() for p in reloaded.parameters()) == record["parameters"]
+
+
+def test_ldm_starts_from_the_latent_vae_trained_in_its_own_run_folder(tmp_path):
+    own = train_recipe("latent-vae-mnist", steps=1, out=tmp_path, device="cpu", progress=False, plot=False).model
+    shipped = recipes.load_model("latent-vae-mnist")
+    ldm = RECIPES["ldm-mnist"]
+    for model, expected in ((ldm.build("cpu", tmp_path), own), (ldm.build("cpu"), shipped)):
+        weights = model.vae.state_dict()
+        assert all(torch.equal(weights[k], v) for k, v in expected.state_dict().items())
