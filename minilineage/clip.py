@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .data import load_dataset
+from .data import image_batches, load_dataset
 from .text import TextEncoder, Tokenizer
 
 
@@ -245,12 +245,12 @@ class MiniCLIP(CLIP):
 
 
 def caption_batches(data, batch_size: int):
-    """Random minibatches {x: images in [-1, 1], y: labels, captions: one random template each}."""
-    x, y = data.float_images(), data.labels
+    """`image_batches` plus captions {x, y, captions}: one random template per image."""
+    images = image_batches(data, batch_size)
 
     def next_batch(step: int, generator: torch.Generator) -> dict:
-        idx = torch.randint(len(x), (batch_size,), generator=generator)
-        return {"x": x[idx], "y": y[idx], "captions": data.captions(y[idx], generator)}
+        batch = images(step, generator)
+        return {**batch, "captions": data.captions(batch["y"], generator)}
 
     return next_batch
 

@@ -162,6 +162,17 @@ CIFAR_HINT = (
     "so that {root}/cifar-10-batches-py/data_batch_1 exists."
 )
 
+def image_batches(data: ImageData, batch_size: int) -> Callable[[int, torch.Generator], dict]:
+    """Random minibatches {x: images in [-1, 1], y: labels}, drawn afresh at every step."""
+    x, y = data.float_images(), data.labels
+
+    def next_batch(step: int, generator: torch.Generator) -> dict:
+        idx = torch.randint(len(x), (batch_size,), generator=generator)
+        return {"x": x[idx], "y": y[idx]}
+
+    return next_batch
+
+
 DATASETS: dict[str, Callable[..., ImageData]] = {
     "mnist-5k": load_mnist_5k,
     "mnist": load_mnist,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from minilineage.diffusion import NoiseSchedule, eps_loss
-from minilineage.samplers import ddim_sample, ddpm_sample, guided
+from minilineage.samplers import guided, sample_with_steps
 from minilineage.train import unwrap
 from minilineage.unet import UNet, UNetConfig
 
@@ -71,9 +71,7 @@ class DDPM(nn.Module):
         elif labels is not None:
             raise ValueError("this model is unconditional; it takes no labels")
         model, shape = self.denoiser(guidance), (n, *self.image_shape)
-        if steps >= self.config.T:
-            return ddpm_sample(model, self.sched, shape, generator, device, trajectory, **cond)
-        return ddim_sample(model, self.sched, shape, steps, generator, device=device, trajectory=trajectory, **cond)
+        return sample_with_steps(model, self.sched, shape, steps, generator, device, trajectory, **cond)
 
 
 def ddpm_loss(model: nn.Module, batch: dict, generator: torch.Generator) -> torch.Tensor:

@@ -97,6 +97,18 @@ def encode_latents(vae: LatentVAE, x: torch.Tensor, generator: torch.Generator |
 
 
 @torch.no_grad()
+def latent_statistics(vae: LatentVAE, x: torch.Tensor, seed: int = 0) -> tuple[float, float]:
+    """(scale factor, largest |scaled latent|) of the latents of `x`, from one pass of the encoder.
+
+    The second number is where latent diffusion clips its predicted x0 (see `minilineage.samplers`).
+    """
+    device = next(vae.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    z = encode_latents(vae, x.to(device), generator)  # (N, 4, S/4, S/4)
+    scale = 1.0 / z.float().std().item()
+    return scale, scale * z.abs().max().item()
+
+
 def latent_scale_factor(vae: LatentVAE, x: torch.Tensor, seed: int = 0) -> float:
     """1 / std of the latents of `x`, so scaled latents have unit variance. Rombach et al. 2022, Appendix G.
 
@@ -104,15 +116,4 @@ def latent_scale_factor(vae: LatentVAE, x: torch.Tensor, seed: int = 0) -> float
     at the cosine schedule's middle steps would be far too weak to hide them, with std 0.2 far
     too strong. One number, measured once on the training data, fixes that.
     """
-    device = next(vae.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    z = encode_latents(vae, x.to(device), generator)  # (N, 4, S/4, S/4)
-    return 1.0 / z.float().std().item()
-
-
-@torch.no_grad()
-def latent_range(vae: LatentVAE, x: torch.Tensor, seed: int = 0) -> float:
-    """The largest |z| over the latents of `x`, unscaled: where latent diffusion clips its predicted x0."""
-    device = next(vae.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    return encode_latents(vae, x.to(device), generator).abs().max().item()
+    return latent_statistics(vae, x, seed)[0]

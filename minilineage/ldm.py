@@ -27,12 +27,11 @@ from minilineage.diffusion import NoiseSchedule, eps_loss
 from minilineage.latent import (
     LatentVAE,
     LatentVAEConfig,
-    latent_range,
-    latent_scale_factor,
+    latent_statistics,
     reparameterize,
 )
 from minilineage.layers import CrossAttention
-from minilineage.samplers import ddim_sample, ddpm_sample, guided
+from minilineage.samplers import guided, sample_with_steps
 from minilineage.text import TextEncoder, Tokenizer, split_words
 from minilineage.train import unwrap
 from minilineage.unet import UNet, UNetConfig
@@ -108,8 +107,7 @@ class LatentDiffusion(nn.Module):
         """
         text = MiniCLIPConfig(**{**vars(clip.config), "vocab": clip.tokenizer.vocab})
         unet = replace(config.unet, in_channels=vae.config.latent_channels, context_dim=text.text_width)
-        scale = latent_scale_factor(vae, x_train)
-        bound = scale * latent_range(vae, x_train)
+        scale, bound = latent_statistics(vae, x_train)
         model = cls(replace(config, unet=unet, vae=vae.config, clip=text, latent_scale=scale, clip_x0=bound))
         model.vae.load_state_dict(vae.state_dict())
         model.text.load_state_dict(clip.text.state_dict())
@@ -177,12 +175,8 @@ class LatentDiffusion(nn.Module):
         context, mask = self.encode_text(prompts)
         model, shape = self.denoiser(guidance), (n, *self.latent_shape)
         cond = {"context": context, "context_mask": mask}
-        if steps >= self.config.T:
-            out = ddpm_sample(model, self.sched, shape, generator, self.device, trajectory, self.config.clip_x0,
-                              **cond)
-        else:
-            out = ddim_sample(model, self.sched, shape, steps, generator, device=self.device, trajectory=trajectory,
-                              clip_x0=self.config.clip_x0, **cond)
+        out = sample_with_steps(model, self.sched, shape, steps, generator, self.device, trajectory,
+                                self.config.clip_x0, **cond)
         z0, frames = out if trajectory else (out, None)
         images = self.decode(z0).clamp(-1, 1)
         return (images, frames) if trajectory else images

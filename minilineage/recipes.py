@@ -28,7 +28,7 @@ from minilineage.autoencoder import (
     reconstruction_mse,
     vae_loss,
 )
-from minilineage.data import ImageData, load_dataset
+from minilineage.data import ImageData, image_batches, load_dataset
 from minilineage.ddpm import DDPM, ddpm_loss
 from minilineage.train import TrainConfig, describe_device, fit, pick_device
 
@@ -58,17 +58,6 @@ class Recipe:
         checkpoints look for them first."""
         config = self.model_cls.Config(**{**self.model_config, **self.presets[preset].model})
         return self.model_cls(config)
-
-
-def image_batches(data: ImageData, batch_size: int) -> Callable[[int, torch.Generator], dict]:
-    """Random minibatches {x: images in [-1, 1], y: labels}, drawn afresh at every step."""
-    x, y = data.float_images(), data.labels
-
-    def next_batch(step: int, generator: torch.Generator) -> dict:
-        idx = torch.randint(len(x), (batch_size,), generator=generator)
-        return {"x": x[idx], "y": y[idx]}
-
-    return next_batch
 
 
 def eval_reconstruction(model: nn.Module, device: torch.device) -> dict:

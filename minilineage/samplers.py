@@ -172,6 +172,24 @@ def ddim_sample(
     return ddim_denoise(model, sched, xT, timesteps, generator, eta, trajectory, clip_x0, **cond)
 
 
+def sample_with_steps(
+    model: Model,
+    sched: NoiseSchedule,
+    shape: tuple[int, ...],
+    steps: int,
+    generator: torch.Generator | None,
+    device: Device = "cpu",
+    trajectory: bool = False,
+    clip_x0: float | None = 1.0,
+    **cond: Tensor,
+) -> Sample:
+    """What a model's `.sample` runs: ancestral DDPM (Algorithm 2) when steps >= T, else DDIM with `steps` steps."""
+    if steps >= sched.T:
+        return ddpm_sample(model, sched, shape, generator, device, trajectory, clip_x0, **cond)
+    return ddim_sample(model, sched, shape, steps, generator, device=device, trajectory=trajectory, clip_x0=clip_x0,
+                       **cond)
+
+
 def guided(model: Model, scale: float, null_cond: dict[str, Tensor]) -> Model:
     """A model with classifier-free guidance. Ho & Salimans 2022, Eq. (6), with scale = 1 + w.
 
