@@ -16,8 +16,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --progress-bar off -e ".[dev]" $(PIP_CONSTRAINTS)
 	@touch $@
 
+# Jupyter refuses to run as root without --allow-root (Docker, cloud notebooks, CI): add it only then.
+ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# Extra server options, e.g. LAB_ARGS="--no-browser --ip 0.0.0.0 --port 8890" on a remote machine.
+LAB_ARGS ?=
+
 lab: install
-	$(BIN)/jupyter lab --ServerApp.root_dir=chapters
+	@echo "Starting JupyterLab on chapters/. Open the http://127.0.0.1:...?token=... address it prints below"
+	@echo "(on a machine without a browser it keeps serving; stop it with Ctrl-C)."
+	$(BIN)/jupyter lab --ServerApp.root_dir=chapters $(ROOT_FLAG) $(LAB_ARGS)
 
 test: install
 	MINILINEAGE_FAST=1 $(BIN)/python -m pytest tests chapters --nbval-lax

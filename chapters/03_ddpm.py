@@ -42,23 +42,36 @@ import torch.nn.functional as F
 from IPython.display import Image, display
 
 import minilineage
-from minilineage.data import load_dataset
-from minilineage.ddpm import DDPM
-from minilineage.diffusion import NoiseSchedule, eps_loss, predict_x0, q_posterior, q_sample, q_step
-from minilineage.exercises import check, close_to
+from minilineage.checkpoint import load_model
+from minilineage.checks import claim
+from minilineage.exercises import exercise, show_solution
+from minilineage.data import load_dataset, to_uint8
+from minilineage.diffusion import (
+    DiffusionPipeline,
+    NoiseSchedule,
+    ddim_sample,
+    ddpm_sample,
+    eps_loss,
+    predict_x0,
+    q_posterior,
+    q_sample,
+    q_step,
+)
 from minilineage.metrics import evaluate_samples
-from minilineage.recipes import load_model, train_recipe
-from minilineage.samplers import ddim_sample, ddpm_sample
-from minilineage.widgets import grid, noising_explorer, png_bytes, reverse_player, schedule_figure, step_comparison
+from minilineage.widgets import (
+    grid,
+    noising_explorer,
+    png_bytes,
+    reverse_player,
+    schedule_figure,
+    step_comparison,
+    train_with_plot,
+)
 
-FAST = minilineage.fast_mode()
+FAST = minilineage.chapter_setup()
 torch.set_grad_enabled(False)
 test = load_dataset("mnist-5k", "test")
 x_test = test.float_images()  # (500, 1, 28, 28) in [-1, 1]
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 # %% [markdown]
@@ -74,12 +87,19 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 # whatever the image was. A quick check on unit-variance data:
 
 # %%
-# NBVAL_CHECK_OUTPUT
 sched = NoiseSchedule.named("linear", 1000)
 x = torch.randn(200_000, generator=torch.Generator().manual_seed(0))  # unit variance "data"
+variances = {}
 for t in (0, 499, 999):
     eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(t + 1))  # independent of x
-    print(f"t = {t:3d}: beta_t = {sched.beta[t]:.5f}, var(x_t) = {q_step(sched, x, torch.tensor(t), eps).var():.3f}")
+    variances[t] = q_step(sched, x, torch.tensor(t), eps).var().item()
+    print(f"t = {t:3d}: beta_t = {sched.beta[t]:.5f}, var(x_t) = {variances[t]:.4f}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# the variance of a variance estimate from n = 200,000 unit-variance draws has std sqrt(2 / n) = 0.003
+claim("one forward step keeps unit variance at t = 0, 499 and 999 (within 0.015 = 5 standard errors)",
+      all(abs(v - 1) < 0.015 for v in variances.values()))
 
 # %% [markdown]
 # The sequence $\beta_1, \dots, \beta_T$ is the **noise schedule**. Ho et al. used a *linear* ramp from $10^{-4}$ to $0.02$;
@@ -108,17 +128,25 @@ schedule_figure(1000)
 # pixel with the closed form's mean and standard deviation.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 x0 = x_test[0].expand(4000, -1, -1, -1)  # 4000 copies of one digit
 g = torch.Generator().manual_seed(0)
+worst = {}
 for t_final in (10, 100, 400):
     xt = x0
     for t in range(t_final):
         xt = q_step(sched, xt, torch.tensor(t), torch.randn(xt.shape, generator=g))
     ab = sched.alpha_bar[t_final - 1]
-    mean_err = (xt.mean(0) - ab.sqrt() * x_test[0]).abs().max()
-    std_err = (xt.std(0) - (1 - ab).sqrt()).abs().max()
+    mean_err = (xt.mean(0) - ab.sqrt() * x_test[0]).abs().max().item()
+    std_err = (xt.std(0) - (1 - ab).sqrt()).abs().max().item()
+    worst[t_final] = (mean_err / (1 - ab).sqrt().item(), std_err / (1 - ab).sqrt().item())  # in units of the noise std
     print(f"{t_final:3d} steps: alpha_bar = {ab:.4f}; largest pixel error in mean {mean_err:.3f}, in std {std_err:.3f}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+# standard errors with 4000 draws: of a mean sigma / sqrt(4000) = 0.016 sigma, of a std 0.011 sigma;
+# the worst of 784 pixels should stay within about 4.5 of them
+claim("step-by-step noising matches the closed form's mean and std at 10, 100 and 400 steps",
+      all(m < 4.5 * 0.0158 and s < 4.5 * 0.0112 for m, s in worst.values()))
 
 # %% [markdown]
 # The errors are Monte Carlo noise: with 4,000 draws the standard error of a mean is $\sigma/\sqrt{4000} \approx 0.016\,\sigma$, and
@@ -146,7 +174,6 @@ noising_explorer(x_test[::100], n_frames=20, generator=torch.Generator().manual_
 # on $x_t$, and compare slope, intercept and residual variance with the formula.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 t = torch.tensor(300)
 x0_pixel = torch.tensor(0.6)
 g = torch.Generator().manual_seed(1)
@@ -156,11 +183,20 @@ slope = ((x_t - x_t.mean()) * (x_prev - x_prev.mean())).mean() / x_t.var()
 intercept = x_prev.mean() - slope * x_t.mean()
 residual = (x_prev - intercept - slope * x_t).var()
 ab, ab_prev, beta = sched.alpha_bar[t], sched.alpha_bar_prev[t], sched.beta[t]
-print(f"slope      regression {slope:.4f}   formula {(1 - beta).sqrt() * (1 - ab_prev) / (1 - ab):.4f}")
-print(f"intercept  regression {intercept:.4f}   formula {ab_prev.sqrt() * beta / (1 - ab) * x0_pixel:.4f}")
-print(f"variance   regression {residual:.6f} formula {(1 - ab_prev) / (1 - ab) * beta:.6f}")
+formula = {"slope": (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab), "intercept": ab_prev.sqrt() * beta / (1 - ab) * x0_pixel,
+           "variance": (1 - ab_prev) / (1 - ab) * beta}
+print(f"slope      regression {slope:.4f}   formula {formula['slope']:.4f}")
+print(f"intercept  regression {intercept:.4f}   formula {formula['intercept']:.4f}")
+print(f"variance   regression {residual:.6f} formula {formula['variance']:.6f}")
 mean, var = q_posterior(sched, x0_pixel.view(1), x_t[:1], t.view(1))
-print("package q_posterior agrees:", torch.allclose(mean, ab_prev.sqrt() * beta / (1 - ab) * x0_pixel + (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab) * x_t[:1]))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+claim("regression slope and intercept match the formula within 0.002", abs(slope - formula["slope"]) < 0.002
+      and abs(intercept - formula["intercept"]) < 0.002)
+claim("the residual variance matches the posterior variance within 1 %", abs(residual / formula["variance"] - 1) < 0.01)
+claim("the package's q_posterior computes the same mean and variance",
+      torch.allclose(mean, formula["intercept"] + formula["slope"] * x_t[:1]) and torch.allclose(var, formula["variance"]))
 
 # %% [markdown]
 # ## 4. Why predicting the noise suffices, and the simple loss
@@ -198,7 +234,7 @@ assert torch.allclose(mean_from_x0, mean_from_eps, atol=1e-5)
 # Here it is written out, checked against the package's `eps_loss` on the shipped model.
 
 # %%
-model = load_model("ddpm-mnist", expect=DDPM)
+model = load_model("ddpm-mnist", expect=DiffusionPipeline)
 sched = model.sched  # the cosine schedule it was trained with
 print(model.checkpoint_info["command"], "|", model.checkpoint_info["step"], "steps,",
       model.checkpoint_info["wall_time_s"], "s on", model.checkpoint_info["device"])
@@ -208,7 +244,7 @@ def algorithm_1_loss(eps_model, x0, y, generator):
     t = torch.randint(0, sched.T, (len(x0),), generator=generator)  # t ~ Uniform({1, ..., T})
     eps = torch.randn(x0.shape, generator=generator)  # eps ~ N(0, I)
     xt = sched.sqrt_alpha_bar[t].view(-1, 1, 1, 1) * x0 + sched.sqrt_one_minus_alpha_bar[t].view(-1, 1, 1, 1) * eps
-    return ((eps - eps_model(xt, t, y)) ** 2).mean()  # gradient step on this
+    return ((eps - eps_model(xt, t, y=y)) ** 2).mean()  # gradient step on this
 
 
 x0, y = x_test[:64], test.labels[:64]
@@ -229,7 +265,7 @@ def algorithm_2(eps_model, n, y, generator):
     for i in reversed(range(sched.T)):
         t = torch.full((n,), i)
         z = torch.randn(x.shape, generator=generator) if i > 0 else torch.zeros_like(x)
-        eps_hat = eps_model(x, t, y)
+        eps_hat = eps_model(x, t, y=y)
         mean = (x - sched.beta[i] / sched.sqrt_one_minus_alpha_bar[i] * eps_hat) / sched.alpha[i].sqrt()
         x = mean + sched.posterior_variance[i].sqrt() * z
     return x
@@ -297,8 +333,8 @@ def seconds(fn, repeat=1):
 
 
 x100, t100, y100 = torch.randn(100, 1, 28, 28), torch.full((100,), 500), torch.arange(100) % 10
-one_eval = seconds(lambda: model(x100, t100, y100), repeat=3)
-big = seconds(lambda: model(F.interpolate(x100, scale_factor=2), t100, y100), repeat=3)
+one_eval = seconds(lambda: model(x100, t100, y=y100), repeat=3)
+big = seconds(lambda: model(F.interpolate(x100, scale_factor=2), t100, y=y100), repeat=3)
 print(f"one network evaluation, 100 images: 28x28 {one_eval * 1e3:.0f} ms, 56x56 {big * 1e3:.0f} ms ({big / one_eval:.1f}x)")
 for steps in (10, 50, 1000):
     print(f"{steps:5d} steps x 2 evaluations (guidance) ~ {2 * steps * one_eval:6.1f} s per 100 samples")
@@ -407,42 +443,45 @@ assert ddpm_scores["fid_lenet"] < 2 * ddpm_scores["real_floor"] < vae_scores["fi
 # counts) for ever more typical ones. The best guidance scale falls as training goes on.
 
 # %%
-result = train_recipe("ddpm-mnist", steps=30 if FAST else None, out=None, progress=not FAST)
+result = train_with_plot("ddpm-mnist", steps=30 if FAST else None, out=None, progress=not FAST, evaluate=not FAST)
 print(f"{result.record['step']} steps in {result.record['wall_time_s']} s; final loss {result.record['history'][-1][1]:.3f}")
 
 # %% [markdown]
 # ## Exercises
 #
+# Run an exercise's cell to check your answer; `show_solution("ch3.alpha_bar_T")` (with the exercise's name) prints the
+# reference answer.
+#
 # **Exercise 1.** With the linear schedule ($T = 1000$), what is $\bar\alpha_t$ at the last step, to 2 significant digits? How much of the
 # original image's amplitude ($\sqrt{\bar\alpha_T}$) is left?
 
 # %%
-linear = NoiseSchedule.named("linear", 1000)
 alpha_bar_T = None  # a number
-check(alpha_bar_T, close_to(linear.alpha_bar[-1].item(), rtol=0.05), "the product of (1 - beta_t) over all 1000 steps")
+exercise("ch3.alpha_bar_T", alpha_bar_T)
 
 # %% [markdown]
-# **Exercise 2.** Given $x_t$ and the true noise $\varepsilon$, recover $x_0$ for `t = 600` (cosine schedule) without calling `predict_x0`.
+# **Exercise 2.** Given $x_t$ and the true noise $\varepsilon$, recover $x_0$ without calling `predict_x0`: write a
+# function of `(sched, xt, t, eps)` for images (B, C, H, W) and timesteps t (B,). The check tries it at several t.
 
 # %%
-t = torch.tensor([600])
-eps = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(5))
-xt = q_sample(sched, x_test[:1], t, eps)
-my_x0 = None  # (xt - ...) / ...
-check(my_x0, close_to(x_test[:1], atol=1e-4), "invert x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps")
+my_x0 = None  # def my_x0(sched, xt, t, eps): ...
+exercise("ch3.x0_from_noise", my_x0)
 
 # %% [markdown]
-# **Exercise 3.** The model's prediction $\hat x_0$ at the first reverse step (t = 999) is nearly the same for every starting noise.
-# What image is it close to, and why? (Hint: at $t = T$ the input carries almost no information about $x_0$; what minimises a squared error then?)
-# Compute the mean of 100 such predictions for label 3 and compare with the mean of the real 3s.
+# **Exercise 3.** The network's $\hat x_0$ estimates $\mathbb{E}[x_0 \mid x_t]$, the *average* of the clean images that could have
+# produced $x_t$; that is why a single $\hat x_0$ at large $t$ is a blur. Averaging those estimates over many $x_t$ made
+# from real threes should therefore give back the average three (the tower property:
+# $\mathbb{E}_{x_t}\big[\mathbb{E}[x_0 \mid x_t]\big] = \mathbb{E}[x_0]$). Write a function of `(model, x0, t, y, generator)` that
+# noises the batch `x0` to step `t` with `q_sample` (noise drawn with `generator`), predicts $\hat x_0$ with the
+# model's $\hat\varepsilon$ for label `y`, and returns the mean of the predictions, shape (C, H, W). The check runs it
+# on 400 training threes at $t = 800$ and compares with their mean image.
+#
+# Then call your function at $t = 999$. What happens, and why? ($\bar\alpha_{999} \approx 2 \cdot 10^{-9}$, so dividing by
+# $\sqrt{\bar\alpha_t}$ multiplies any error in $\hat\varepsilon$ by about 20,000; the samplers clip $\hat x_0$ for this reason.)
 
 # %%
-x_T = torch.randn(100, 1, 28, 28, generator=torch.Generator().manual_seed(6))
-t = torch.full((100,), sched.T - 1)
-x0_hats = predict_x0(sched, x_T, t, model(x_T, t, torch.full((100,), 3)))
-my_mean_prediction = None  # x0_hats.mean(0)
-real_threes = x_test[test.labels == 3].mean(0)
-check(my_mean_prediction, lambda m: F.mse_loss(m.clamp(-1, 1), real_threes) < 0.1, "average over the 100 predictions")
+my_mean_x0_hat = None  # def my_mean_x0_hat(model, x0, t, y, generator): ...
+exercise("ch3.mean_x0_hat", my_mean_x0_hat)
 
 # %% [markdown]
 # ## What goes wrong, and what comes next

@@ -45,17 +45,19 @@ from IPython.display import Image, display
 from torch.utils.flop_counter import FlopCounterMode
 
 import minilineage
-from minilineage.clip import MiniCLIP, caption_batches, clip_loss, zero_shot_accuracy
-from minilineage.data import load_dataset
-from minilineage.exercises import check, close_to
-from minilineage.latent import LatentVAE, encode_latents, latent_scale_factor
+from minilineage.checkpoint import load_model
+from minilineage.checks import claim
+from minilineage.exercises import exercise, show_solution
+from minilineage.data import caption_batches, digit_prompts, load_dataset, to_uint8
+from minilineage.diffusion import DiffusionPipeline, ddim_sample, diffusion_loss
 from minilineage.layers import CrossAttention
-from minilineage.ldm import LatentDiffusion, digit_prompts, ldm_loss
 from minilineage.metrics import evaluate_samples
-from minilineage.recipes import RECIPES, load_model, train_recipe
-from minilineage.samplers import ddim_sample
+from minilineage.models import UNet
+from minilineage.models.clip import MiniCLIP, clip_loss, zero_shot_accuracy
+from minilineage.models.latent import LatentVAE, encode_latents, latent_scale_factor
+from minilineage.models.unet import UNetConfig
+from minilineage.recipes import RECIPES
 from minilineage.train import fit
-from minilineage.unet import UNet, UNetConfig
 from minilineage.widgets import (
     attention_figure,
     figure_png,
@@ -64,19 +66,16 @@ from minilineage.widgets import (
     png_bytes,
     similarity_explorer,
     text_to_image,
+    train_with_plot,
 )
 
-FAST = minilineage.fast_mode()
+FAST = minilineage.chapter_setup()
 torch.set_grad_enabled(False)
 train, test = load_dataset("mnist-5k", "train"), load_dataset("mnist-5k", "test")
 x_test = test.float_images()  # (500, 1, 28, 28) in [-1, 1]
-ldm = load_model("ldm-mnist", expect=LatentDiffusion)  # holds its own frozen VAE and text encoder
+ldm = load_model("ldm-mnist", expect=DiffusionPipeline)  # holds its own frozen VAE and text encoder
 vae = load_model("latent-vae-mnist", expect=LatentVAE)
 clip = load_model("clip-mnist", expect=MiniCLIP)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
 # %% [markdown]
@@ -100,12 +99,14 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-context, mask = ldm.encode_text(digit_prompts(128))  # (128, 16, 64) text tokens, shared by every U-Net below
+text = ldm.conditioning(128, prompt=digit_prompts(128))  # (128, 16, 64) text tokens, shared by every U-Net below
+context, mask = text["context"], text["context_mask"]
+latent_unet = ldm.net.config
 nets = {
-    "latent U-Net, 7x7x4 latents": (UNet(ldm.config.unet), (4, 7, 7)),
-    "pixel U-Net, 28x28 pixels": (UNet(replace(ldm.config.unet, in_channels=1, channel_mults=(1, 1, 1),
+    "latent U-Net, 7x7x4 latents": (UNet(latent_unet), (4, 7, 7)),
+    "pixel U-Net, 28x28 pixels": (UNet(replace(latent_unet, in_channels=1, channel_mults=(1, 1, 1),
                                                attention_levels=(2,))), (1, 28, 28)),
-    "Chapter 3 U-Net, 2x2 blocks": (UNet(UNetConfig(**{**RECIPES["ddpm-mnist"].model_config["unet"],
+    "Chapter 3 U-Net, 2x2 blocks": (UNet(UNetConfig(**{**RECIPES["ddpm-mnist"].model_config["denoiser"]["config"],
                                                        "num_classes": None, "context_dim": 64})), (1, 28, 28)),
 }
 
@@ -163,7 +164,7 @@ print(f"{'':30s} {'train step':>11s} {'100 samples':>12s}")
 for name, (net, shape) in nets.items():
     step, hundred = costs(net, shape, repeat)
     print(f"{name:30s} {step:9.3f} s {hundred:10.2f} s")
-encoders = seconds(lambda: (ldm.encode(x_test[:128], None), ldm.encode_text(digit_prompts(128))), repeat)
+encoders = seconds(lambda: (ldm.encode(x_test[:128], None), ldm.conditioning(128, prompt=digit_prompts(128))), repeat)
 print(f"{'frozen VAE + text encoders':30s} {encoders:9.3f} s   (per training step of the latent model)")
 torch.set_num_threads(threads)
 
@@ -188,7 +189,7 @@ torch.set_num_threads(threads)
 mu, logvar = vae.encode(x_test[:4])
 print("image", tuple(x_test[:4].shape), "-> latent mean", tuple(mu.shape), "and log-variance", tuple(logvar.shape))
 print(f"784 pixels -> {mu[0].numel()} latent numbers; the U-Net sees {mu.shape[-1] * mu.shape[-2]} positions, not 784")
-print("recorded:", vae.checkpoint_info["metrics"])
+print("recorded when it was trained:", vae.checkpoint_info["metrics"])
 
 # %% [markdown]
 # Top: test digits; middle: decoded from their latent means; bottom: decoded from random $\mathcal{N}(0, I)$ latents,
@@ -212,16 +213,20 @@ display(Image(png_bytes(latent_strip(ldm.encode(originals[:4], None)), scale=2))
 # **The scale factor.** The forward process $z_t = \sqrt{\bar\alpha_t}\, z_0 + \sqrt{1-\bar\alpha_t}\,\varepsilon$ assumes data of
 # about unit variance, like $\varepsilon$. If the latents had standard deviation 5, noise would hide them much later than
 # the schedule intends; at 0.2, much earlier. Rombach et al. measure the latents' standard deviation once on the
-# training data and divide by it (Stable Diffusion's famous `0.18215`); `LatentDiffusion` stores that factor in its
-# config and multiplies every latent by it.
+# training data and divide by it (Stable Diffusion's famous `0.18215`); the pipeline stores that factor in its
+# config (`latent_scale`) and multiplies every latent by it.
 
 # %%
-# NBVAL_CHECK_OUTPUT
 x_train = train.float_images()
 scale = latent_scale_factor(vae, x_train)
 z0 = scale * encode_latents(vae, x_train, torch.Generator().manual_seed(0))
 print(f"scale factor = 1 / std = {scale:.4f} (stored in ldm-mnist: {ldm.config.latent_scale:.4f})")
 print(f"scaled training latents: mean {z0.mean():+.3f}, std {z0.std():.3f}, largest |z0| {z0.abs().max():.2f}")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+claim("the scale factor measured here is the one ldm-mnist stored (within 1e-4)", abs(scale - ldm.config.latent_scale) < 1e-4)
+claim("scaled latents have unit standard deviation (within 1e-3)", abs(z0.std().item() - 1) < 1e-3)
 
 # %% [markdown]
 # ## 3. CLIP: one space for text and images
@@ -244,15 +249,20 @@ print(f"scaled training latents: mean {z0.mean():+.3f}, std {z0.std():.3f}, larg
 # seven", "the digit 7", "a drawing of a seven", ...). The loss, written out, against the package's `clip_loss`:
 
 # %%
-# NBVAL_CHECK_OUTPUT
 idx = torch.arange(0, 500, 63)  # 8 test digits
-captions = test.captions(test.labels[idx], torch.Generator().manual_seed(0))
+captions = test.captions(idx, torch.Generator().manual_seed(0))  # one random template each
 I_emb, T_emb = clip.encode_image(x_test[idx]), clip.encode_text(captions)  # (8, 32) each
 logits = clip.logit_scale * F.normalize(I_emb, dim=1) @ F.normalize(T_emb, dim=1).T  # (8, 8)
 targets = torch.arange(8)
 ours = (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
-print(f"loss by hand {ours:.4f}, package {clip_loss(I_emb, T_emb, clip.logit_scale):.4f}; log N = {math.log(8):.4f} is chance")
+package = clip_loss(I_emb, T_emb, clip.logit_scale)
+print(f"loss by hand {ours:.4f}, package {package:.4f}; log N = {math.log(8):.4f} is chance")
 print("captions:", captions)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+claim("the loss written out equals the package's clip_loss", torch.allclose(ours, package))
+claim("and is far below chance (log 8)", ours.item() < 0.5 * math.log(8))
 
 # %% [markdown]
 # Pick a batch with the slider: the matrix shows each row's softmax, the box marks the caption each image picks
@@ -269,9 +279,13 @@ similarity_explorer(clip, test, batch_size=8, n_batches=3, generator=torch.Gener
 # prompt it is most similar to. The same works with each of the five templates:
 
 # %%
+zero_shot = [zero_shot_accuracy(clip, test, k) for k in range(len(test.templates))]
+for k, accuracy in enumerate(zero_shot):
+    print(f"{test.caption(7, k)!r:40s} template: {accuracy:.1%} of 500 held-out digits")
+
+# %%
 # NBVAL_CHECK_OUTPUT
-for k in range(len(test.templates)):
-    print(f"{test.caption(7, k)!r:40s} template: {zero_shot_accuracy(clip, test, k):.1%} of 500 held-out digits")
+claim("zero-shot accuracy is above 95 % with every one of the five templates", min(zero_shot) > 0.95)
 
 # %% [markdown]
 # ## 4. Cross-attention, derived and checked
@@ -312,12 +326,13 @@ def naive_cross_attention(layer: CrossAttention, x: torch.Tensor, c: torch.Tenso
 
 
 layer = next(m for m in ldm.net.modules() if isinstance(m, CrossAttention))
-tokens, token_mask = ldm.encode_text(["a handwritten seven"])  # (1, 16, 64), (1, 16)
+seven = ldm.conditioning(1, prompt="a handwritten seven")
+tokens, token_mask = seven["context"], seven["context_mask"]  # (1, 16, 64), (1, 16)
 x_img = torch.randn(1, 49, layer.to_q.in_features, generator=torch.Generator().manual_seed(0))  # 7x7 image tokens
 package = layer(x_img, tokens, token_mask)  # (1, 49, C)
 naive = naive_cross_attention(layer, x_img[0], tokens[0], token_mask[0])
 print("output shape:", tuple(package.shape), "- one vector per image position")
-print("naive loops == package CrossAttention:", torch.allclose(naive, package[0], atol=1e-5))
+claim("naive loops == package CrossAttention (within 1e-5)", torch.allclose(naive, package[0], atol=1e-5))
 print("real tokens:", int(token_mask.sum()), "of", token_mask.shape[1], "- the rest is padding, weight exactly 0")
 
 # %% [markdown]
@@ -341,17 +356,18 @@ print("real tokens:", int(token_mask.sum()), "of", token_mask.shape[1], "- the r
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(ldm.config.unet)
+print(ldm.net.config)
 print(f"trainable U-Net {sum(p.numel() for p in ldm.net.parameters()) / 1e6:.2f} M parameters; frozen: "
-      f"VAE {sum(p.numel() for p in ldm.vae.parameters()) / 1e6:.2f} M, text encoder {sum(p.numel() for p in ldm.text.parameters()) / 1e6:.2f} M")
+      f"VAE {sum(p.numel() for p in ldm.autoencoder.parameters()) / 1e6:.2f} M, "
+      f"text encoder {sum(p.numel() for p in ldm.condition.parameters()) / 1e6:.2f} M")
 z = torch.randn(2, 4, 7, 7, generator=torch.Generator().manual_seed(0))
 t = torch.tensor([700, 100])
-c, c_mask = ldm.encode_text(["a handwritten two", "the digit 5"])
+cond = ldm.conditioning(2, prompt=["a handwritten two", "the digit 5"])  # {"context": ..., "context_mask": ...}
 null = ldm.null_condition()  # the empty prompt: <bos> <eos>
-eps_c = ldm(z, t, c, c_mask)
-eps_u = ldm(z, t, null["context"].expand(2, -1, -1), null["context_mask"].expand(2, -1))
-guided = ldm.denoiser(3.0)(z, t, context=c, context_mask=c_mask)  # one batched call on [cond; null]
-print("guided == eps_u + 3 (eps_c - eps_u):", torch.allclose(guided, eps_u + 3.0 * (eps_c - eps_u), atol=1e-5))
+eps_c = ldm(z, t, **cond)
+eps_u = ldm(z, t, context=null["context"].expand(2, -1, -1), context_mask=null["context_mask"].expand(2, -1))
+guided = ldm.denoiser(3.0)(z, t, **cond)  # one batched call on [cond; null]
+claim("guided == eps_u + 3 (eps_c - eps_u) (within 1e-5)", torch.allclose(guided, eps_u + 3.0 * (eps_c - eps_u), atol=1e-5))
 
 # %% [markdown]
 # ## 6. Text to image
@@ -363,16 +379,24 @@ print("guided == eps_u + 3 (eps_c - eps_u):", torch.allclose(guided, eps_u + 3.0
 # $|z_0|$ of the training latents (printed above) is stored in the model as `clip_x0`. Without it:
 
 # %%
-# NBVAL_CHECK_OUTPUT
 prompts = digit_prompts(100)
-c100, m100 = ldm.encode_text(prompts)
+text100 = ldm.conditioning(100, prompt=prompts)
+clipping = {}
 for bound in (None, ldm.config.clip_x0):
     z_hat, frames = ddim_sample(ldm.denoiser(3.0), ldm.sched, (100, 4, 7, 7), 25, torch.Generator().manual_seed(0),
-                                trajectory=True, clip_x0=bound, context=c100, context_mask=m100)
+                                trajectory=True, clip_x0=bound, **text100)
     images = ldm.decode(z_hat).clamp(-1, 1)
-    accuracy = evaluate_samples(to_uint8(images), torch.arange(100) % 10)["accuracy"]
+    clipping[bound] = (frames[0]["x0_hat"].abs().max().item(),
+                       evaluate_samples(to_uint8(images), torch.arange(100) % 10)["accuracy"])
     print(f"clip_x0 = {bound if bound is None else round(bound, 2)}: largest |z0_hat| at the first step "
-          f"{frames[0]['x0_hat'].abs().max():7.1f}; {accuracy:.0%} of samples read as the prompted digit")
+          f"{clipping[bound][0]:7.1f}; {clipping[bound][1]:.0%} of samples read as the prompted digit")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+(unclipped_size, unclipped_acc), (clipped_size, clipped_acc) = clipping.values()
+claim("unclipped, the first prediction |z0_hat| exceeds 100 (the data never exceeds 6)", unclipped_size > 100)
+claim("clipped sampling reads as the prompted digit at least 90 % of the time, unclipped under 60 %",
+      clipped_acc >= 0.9 and unclipped_acc < 0.6)
 
 # %% [markdown]
 # Five of each prompt, "a handwritten zero" ... "a handwritten nine" from left to right, guidance 3, 50 DDIM steps:
@@ -396,12 +420,19 @@ text_to_image(ldm, "a handwritten seven", guidances=(1.0, 2.0, 3.0, 5.0), n=4, s
 # model, larger $w$ trades variety (FID) for adherence.
 
 # %%
-# NBVAL_CHECK_OUTPUT
+adherence = {}
 for w in (0.0, 1.0, 2.0, 3.0, 5.0):
     images = ldm.sample(100, torch.Generator().manual_seed(0), prompt=digit_prompts(100), steps=25, guidance=w)
     scores = evaluate_samples(to_uint8(images), torch.arange(100) % 10)
+    adherence[w] = scores["accuracy"]
     print(f"guidance {w}: {scores['accuracy']:.0%} read as the prompted digit, FID-LeNet {scores['fid_lenet']:.0f} "
-          f"(real-data floor {scores['real_floor']:.0f})")
+          f"(real digits: {scores['real_floor']:.0f})")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+claim("without guidance (w = 0) the prompt is followed no better than chance (under 25 %)", adherence[0.0] < 0.25)
+claim("adherence rises from w = 0 to 1 to 2", adherence[0.0] < adherence[1.0] < adherence[2.0])
+claim("and is at least 90 % for every w >= 2", min(adherence[2.0], adherence[3.0], adherence[5.0]) >= 0.9)
 
 # %% [markdown]
 # The other caption templates work too, and so do prompts the model never saw in training, as long as their words
@@ -409,7 +440,8 @@ for w in (0.0, 1.0, 2.0, 3.0, 5.0):
 
 # %%
 for prompt in ("the digit 4", "a drawing of a two", "the number 9 written by hand", "a purple seven"):
-    print(f"{prompt!r:35s} -> {ldm.tokenizer.decode(ldm.tokenizer.encode(prompt)[0][0])!r}")
+    tokenizer = ldm.condition.tokenizer
+    print(f"{prompt!r:35s} -> {tokenizer.decode(tokenizer.encode(prompt)[0][0])!r}")
     display(Image(png_bytes(ldm.sample(8, torch.Generator().manual_seed(1), prompt=prompt, steps=25), scale=2)))
 
 # %% [markdown]
@@ -459,40 +491,42 @@ for model in (clip, vae, ldm, load_model("ddpm-mnist")):
 
 # %%
 for name in ("clip-mnist", "latent-vae-mnist"):
-    result = train_recipe(name, steps=20 if FAST else None, out=None, progress=not FAST, plot=not FAST)
+    result = train_with_plot(name, steps=20 if FAST else None, out=None, progress=not FAST)
     print(f"{name}: {result.record['step']} steps in {result.record['wall_time_s']} s, metrics {result.record['metrics']}")
 recipe = RECIPES["ldm-mnist"]
 config = recipe.presets["cpu"].train
-state = fit(recipe.build("cpu"), ldm_loss, caption_batches(train, config.batch_size),
+state = fit(recipe.build("cpu"), diffusion_loss, caption_batches(train, config.batch_size),
             replace(config, steps=20) if FAST else config, progress=not FAST)
 print(f"ldm-mnist: {state.step} steps in {state.wall_time_s:.1f} s, final loss {state.history[-1][1]:.3f}")
 
 # %% [markdown]
 # ## Exercises
 #
+# Run an exercise's cell to check your answer; `show_solution("ch4.positions")` (with the exercise's name) prints the
+# reference answer.
+#
 # **Exercise 1.** A convolution's cost grows with the number of positions. How many times fewer positions does the first
 # layer of the latent U-Net process than the first layer of a pixel U-Net at full resolution, for MNIST?
 
 # %%
 position_ratio = None  # a number
-check(position_ratio, close_to(16.0), "count the positions of a 28x28 image and of a 7x7 latent")
+exercise("ch4.positions", position_ratio)
 
 # %% [markdown]
 # **Exercise 2.** Stable Diffusion's scale factor 0.18215 is 1 / std of its latents. Compute ours from the *mean* latents of
 # the test split (`encode_latents(vae, x_test, None)` gives them), to within 5%.
 
 # %%
-my_scale = None  # 1 / ...
-check(my_scale, close_to(1 / encode_latents(vae, x_test, None).std().item(), rtol=0.05), "one over the standard deviation of all latent numbers")
+my_scale = None  # a number
+exercise("ch4.scale_factor", my_scale)
 
 # %% [markdown]
-# **Exercise 3.** Write classifier-free guidance: given the conditional and unconditional noise predictions and a scale
-# `w`, return the guided prediction.
+# **Exercise 3.** Write classifier-free guidance: a function of the conditional and unconditional noise predictions
+# and a scale `w` that returns the guided prediction.
 
 # %%
-eps_cond, eps_uncond, w = torch.tensor([1.0, 0.5]), torch.tensor([0.2, 0.5]), 3.0
-my_guided = None  # eps_uncond + ...
-check(my_guided, close_to(torch.tensor([2.6, 0.5])), "start from the unconditional prediction and move w times the difference")
+my_guided = None  # def my_guided(eps_cond, eps_uncond, w): ...
+exercise("ch4.guidance", my_guided)
 
 # %% [markdown]
 # **Exercise 4.** One image position has query $q = (1, 0)$; three text tokens have keys $k_1 = (2, 0)$, $k_2 = (0, 2)$,
@@ -500,8 +534,7 @@ check(my_guided, close_to(torch.tensor([2.6, 0.5])), "start from the uncondition
 
 # %%
 my_weights = None  # a tensor of 3 weights
-check(my_weights, close_to(torch.tensor([math.exp(2 / math.sqrt(2)), 1.0, 0.0]) / (math.exp(2 / math.sqrt(2)) + 1.0)),
-      "scores q.k / sqrt(d), padding gets -inf, then softmax")
+exercise("ch4.attention_weights", my_weights)
 
 # %% [markdown]
 # ## What goes wrong, and what comes next

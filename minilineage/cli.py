@@ -1,16 +1,54 @@
-"""The `minilineage` command: train, sample, eval, bench, recipes."""
+"""The `minilineage` command: train, sample, eval, bench, recipes. Every argparse definition lives here.
+
+Bad input fails before any work starts, with one line that says what was wrong and what is valid.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from minilineage.bench import add_bench_command
-from minilineage.metrics import add_eval_command
+from minilineage import bench
+from minilineage.checkpoint import load_model
+from minilineage.data import prompt_digit, to_uint8
+from minilineage.distributed import launched
+from minilineage.metrics import (
+    CLASSIFIER,
+    check_samples,
+    evaluate_samples,
+    format_table,
+    load_classifier,
+    load_samples,
+)
+from minilineage.recipes import PRESETS, RECIPES, train_recipe
+from minilineage.train import pick_device
+
+SAMPLE_SUFFIXES = (".npz", ".png")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    value = int(text) if text.lstrip("-").isdigit() else None
+    if value is None or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value
 
 
 def parse_labels(text: str) -> list[int]:
@@ -20,19 +58,14 @@ def parse_labels(text: str) -> list[int]:
         for part in text.split(","):
             if "-" in part:
                 lo, hi = (int(v) for v in part.split("-"))
+                if hi < lo:
+                    raise ValueError
                 labels.extend(range(lo, hi + 1))
             else:
                 labels.append(int(part))
     except ValueError:
         raise argparse.ArgumentTypeError(f"labels must look like '0-9' or '1,3,5', got {text!r}") from None
-    if not labels:
-        raise argparse.ArgumentTypeError(f"no labels in {text!r}")
     return labels
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """Float images in [-1, 1] (N, C, H, W) -> uint8 array (N, C, H, W)."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu().numpy()
 
 
 def save_images(images: np.ndarray, out: Path, labels: np.ndarray | None = None) -> None:
@@ -41,61 +74,79 @@ def save_images(images: np.ndarray, out: Path, labels: np.ndarray | None = None)
     if out.suffix == ".npz":
         arrays = {"images": images} if labels is None else {"images": images, "labels": labels}
         np.savez_compressed(out, **arrays)
-    elif out.suffix == ".png":
+    else:
         from torchvision.utils import make_grid, save_image
 
         nrow = int(np.ceil(np.sqrt(len(images)))) if labels is None else len(np.unique(labels))
         save_image(make_grid(torch.from_numpy(images).float() / 255, nrow=nrow, padding=2), out)
-    else:
-        raise ValueError(f"output must end in .npz or .png, got {out.name!r}")
 
 
 def cmd_train(args) -> None:
-    from minilineage.recipes import train_recipe
-
-    result = train_recipe(args.recipe, preset=args.preset, steps=args.steps, out=args.out,
-                          device=args.device, resume=args.resume, seed=args.seed, plot=False,
-                          keep_every=args.keep_every)
+    command = shlex.join(["minilineage", *args.argv])  # recorded in the checkpoint: how it was made
+    result = train_recipe(args.recipe, preset=args.preset, steps=args.steps, out=args.out, device=args.device,
+                          resume=args.resume, seed=args.seed, keep_every=args.keep_every, command=command,
+                          compile=args.compile)
+    if launched()[0] != 0:  # under torchrun rank 0 reports for all
+        return
     r = result.record
     print(f"{args.recipe}: {r['step']} steps in {r['wall_time_s']} s on {r['device']}; metrics {r['metrics']}")
-    print(f"wrote {result.path} and {result.path.with_suffix('.json')}")
+    if result.path is not None:
+        print(f"wrote {result.path} and {result.path.with_suffix('.json')}")
 
 
 def cmd_sample(args) -> None:
-    from minilineage.recipes import load_model
-    from minilineage.train import pick_device
-
+    out = Path(args.out)
+    if out.suffix not in SAMPLE_SUFFIXES:
+        raise ValueError(f"--out must end in {' or '.join(SAMPLE_SUFFIXES)}, got {out.name!r}")
     device = pick_device(args.device)
     model = load_model(args.checkpoint, device=device)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
-    labels = None
-    options = {"steps": args.steps, "guidance": args.guidance, "prompt": args.prompt}
-    if args.labels is not None:
-        labels = torch.tensor(args.labels)[torch.arange(args.n) % len(args.labels)]
-        options["labels"] = labels.to(device)
+    options = {"steps": args.steps, "guidance": args.guidance, "prompt": args.prompt, "labels": args.labels}
     given = {k: v for k, v in options.items() if v is not None}
     accepted = getattr(model, "sample_options", ())
     unsupported = sorted(set(given) - set(accepted))
     if unsupported:
-        raise SystemExit(f"{type(model).__name__} does not take {', '.join('--' + u for u in unsupported)}; "
-                         f"it accepts: {', '.join('--' + a for a in accepted) or 'only --n/--seed'}")
+        raise ValueError(f"{type(model).__name__} ({model.checkpoint_info.get('recipe')}) does not take "
+                         f"{', '.join('--' + u for u in unsupported)}; it accepts: "
+                         f"{', '.join('--' + a for a in accepted) or 'only --n/--seed'}")
+    labels = None
+    if args.labels is not None:
+        labels = torch.tensor(args.labels)[torch.arange(args.n) % len(args.labels)]
+        model.conditioning(len(labels), labels=labels)  # out-of-range labels fail here, before any sampling
+        given["labels"] = labels
+    generator = torch.Generator(device=device).manual_seed(args.seed)
     images = []
     for start in range(0, args.n, args.batch_size):
         part = {k: (v[start : start + args.batch_size] if k == "labels" else v) for k, v in given.items()}
         images.append(model.sample(min(args.batch_size, args.n - start), generator=generator, **part).cpu())
-    array = to_uint8(torch.cat(images))
-    if args.prompt is not None and labels is None:
-        from minilineage.ldm import prompt_digit
-
+    array = to_uint8(torch.cat(images)).numpy()
+    if args.prompt is not None:
         digit = prompt_digit(args.prompt)  # lets `minilineage eval` report prompt adherence
         labels = None if digit is None else torch.full((args.n,), digit)
-    save_images(array, Path(args.out), labels.numpy().astype(np.int64) if labels is not None else None)
-    print(f"wrote {args.n} samples {array.shape} to {args.out}")
+    save_images(array, out, labels.numpy().astype(np.int64) if labels is not None else None)
+    print(f"wrote {args.n} samples {array.shape} to {out}")
+
+
+def cmd_eval(args) -> None:
+    images, labels = check_samples(*load_samples(args.samples))  # bad input fails before the classifier loads
+    result = evaluate_samples(images, labels, load_classifier(args.classifier))
+    print(format_table(result, args.samples))
+    if labels is not None and len(labels.unique()) < 10:
+        print(f"  (the samples ask for {len(labels.unique())} of the 10 digits; FID-LeNet compares them with all ten, "
+              "so read the accuracy, not the FID)")
+    if args.json:
+        record = {"samples": str(args.samples), "classifier": str(args.classifier), **result}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
+def cmd_bench(args) -> None:
+    settings = bench.BenchSettings(device=args.device, batch_size=args.batch_size, iters=args.iters,
+                                   sample_n=args.sample_n, sample_steps=args.sample_steps)
+    bench.run(settings, json_path=args.json)
 
 
 def cmd_recipes(args) -> None:
-    from minilineage.recipes import RECIPES
-
     for name, recipe in RECIPES.items():
         sizes = ", ".join(f"{k}: {p.train.steps} steps on {p.dataset}" for k, p in recipe.presets.items())
         print(f"{name:24s} {recipe.summary}  [{sizes}]")
@@ -107,42 +158,66 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a named recipe", description="Train a named recipe and write OUT/RECIPE.pt and OUT/RECIPE.json.")
     p.add_argument("recipe", help="recipe name (see `minilineage recipes`)")
-    p.add_argument("--preset", default="cpu", choices=("cpu", "gpu"), help="cpu: minutes on a laptop; gpu: full dataset (default: cpu)")
-    p.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
+    p.add_argument("--preset", default="cpu", choices=PRESETS, help="cpu: minutes on a laptop; gpu: full dataset (default: cpu)")
+    p.add_argument("--steps", type=positive_int, help="optimizer steps (default: the preset's)")
     p.add_argument("--out", default="runs", help="folder for the checkpoint (default: runs/)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     p.add_argument("--seed", type=int, help="random seed (default: the preset's, 0)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/RECIPE.resume.pt if it exists")
-    p.add_argument("--keep-every", type=int, default=0, metavar="N",
+    p.add_argument("--keep-every", type=non_negative_int, default=0, metavar="N",
                    help="also keep OUT/RECIPE-stepN.pt every N steps (the shipped weights at that step, with its "
                         "training wall time), e.g. to plot quality against training minutes (default: 0, off)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="train through torch.compile: slower to start, faster per step on a GPU (default: the preset's, off)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a checkpoint", description="Draw samples and save them as .npz (uint8 `images` (N, C, H, W), `labels`) or a .png grid.")
     p.add_argument("checkpoint", help="a .pt file, or the name of a shipped checkpoint (e.g. ddpm-mnist)")
-    p.add_argument("--n", type=int, default=64, help="number of samples (default: 64)")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default: 64)")
     p.add_argument("--out", required=True, help="output file, .npz or .png")
     p.add_argument("--labels", type=parse_labels, help="class labels to cycle through, e.g. 0-9 or 1,7 (class-conditional models)")
     p.add_argument("--prompt", help="text prompt (text-conditioned models); a prompt naming one digit "
                    "(\"a handwritten seven\") also stores that digit as `labels`, for `minilineage eval`")
-    p.add_argument("--steps", type=int, help="sampling steps (diffusion models; DDIM when fewer than trained)")
+    p.add_argument("--steps", type=positive_int, help="sampling steps (diffusion models; DDIM when fewer than trained)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (conditional diffusion models)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--batch-size", type=int, default=100,
+    p.add_argument("--batch-size", type=positive_int, default=100,
                    help="samples per forward batch (default: 100, the fastest on a 2-core CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser(
+        "eval", help="score samples: FID-LeNet and class accuracy",
+        description="Score samples from `minilineage sample`: FID-LeNet vs the 500 mnist-5k test digits, the same "
+                    "distance for real digits (the reference level), and, when the file has labels, the fraction "
+                    "classified as asked.")
+    p.add_argument("samples", metavar="SAMPLES.npz", help=".npz with uint8 `images` (N, 1, 28, 28) and optional int `labels` (N,)")
+    p.add_argument("--classifier", default=CLASSIFIER, metavar="CKPT", help=f"LeNet checkpoint, a .pt path or a shipped name (default: {CLASSIFIER})")
+    p.add_argument("--json", metavar="OUT", help="also write the numbers to this .json file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("bench", help="time every model, and ddpm-mnist against diffusers' UNet2DModel",
+                       description="Per model, each in a fresh process: parameters, FLOPs per training step, training "
+                                   "images/s and TFLOP/s, sampling images/s (a full sample() of N images at S DDIM "
+                                   "steps), peak memory; then ddpm-mnist against a matched diffusers UNet2DModel "
+                                   "(the `bench` extra), per image and per FLOP.")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default: 128)")
+    p.add_argument("--iters", type=positive_int, default=10, help="timed training steps per model (default: 10)")
+    p.add_argument("--sample-n", type=positive_int, default=64, help="images per sample() call (default: 64)")
+    p.add_argument("--sample-steps", type=positive_int, default=50, help="DDIM steps per sample() call (default: 50)")
+    p.add_argument("--json", metavar="FILE", help="also write every figure, and speedup_vs_reference per model, here")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("recipes", help="list the recipes", description="List every recipe with its presets.")
     p.set_defaults(func=cmd_recipes)
-
-    add_eval_command(sub)
-    add_bench_command(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as error:

@@ -1,4 +1,4 @@
-"""Sample quality for the course's digit models: FID-LeNet, and accuracy of class-conditional samples.
+"""How good a model is: FID-LeNet and class accuracy of samples, and each recipe's evaluation.
 
 FID-LeNet is the Fréchet distance of Heusel et al. (2017) measured in the 64-number penultimate
 layer of the course's own MNIST classifier (`lenet-mnist`, see minilineage.classifier), not in
@@ -22,15 +22,19 @@ with the gpu preset (all of MNIST) may have seen the reference digits, which are
 
 from __future__ import annotations
 
-import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from minilineage.classifier import LeNet, accuracy
-from minilineage.data import load_dataset
+from minilineage.checkpoint import load_model
+from minilineage.data import load_dataset, to_uint8
+from minilineage.models.autoencoder import VAE, kl_to_standard_normal, reconstruction_mse
+from minilineage.models.classifier import LeNet, accuracy
+from minilineage.models.clip import MiniCLIP, zero_shot_accuracy
+from minilineage.models.latent import LatentVAE, latent_scale_factor
 
 CLASSIFIER = "lenet-mnist"  # the shipped checkpoint, assets/checkpoints/lenet-mnist.pt
 SHAPE = (1, 28, 28)
@@ -90,9 +94,6 @@ def fid_lenet(images_a: torch.Tensor, images_b: torch.Tensor, classifier: nn.Mod
 
 def load_classifier(path: str | Path = CLASSIFIER, device: str | torch.device = "cpu") -> nn.Module:
     """The LeNet behind FID-LeNet: the shipped `lenet-mnist` checkpoint, or another one of the same class."""
-    # recipes sits above metrics in the import order (it registers every model): import it only when needed
-    from minilineage.recipes import load_model
-
     return load_model(path, expect=LeNet, device=device)
 
 
@@ -183,28 +184,73 @@ def format_table(result: dict, source: str) -> str:
     return "\n".join(lines)
 
 
-def cmd_eval(args) -> None:
-    images, labels = check_samples(*load_samples(args.samples))  # bad input fails before the classifier loads
-    classifier = load_classifier(args.classifier)
-    result = evaluate_samples(images, labels, classifier)
-    print(format_table(result, args.samples))
-    if labels is not None and len(labels.unique()) < 10:
-        print(f"  (the samples ask for {len(labels.unique())} of the 10 digits; FID-LeNet compares them with all ten, "
-              "so read the accuracy, not the FID)")
-    if args.json:
-        record = {"samples": str(args.samples), "classifier": str(args.classifier), **result}
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
-        print(f"wrote {args.json}")
+# What `minilineage train` measures at the end of each recipe (recorded in the checkpoint's "metrics").
+# Each takes the trained model and its device and returns a dict of numbers.
 
 
-def add_eval_command(subparsers) -> None:
-    """Register `minilineage eval SAMPLES.npz`."""
-    p = subparsers.add_parser(
-        "eval", help="score samples: FID-LeNet and class accuracy",
-        description="Score samples from `minilineage sample`: FID-LeNet vs the 500 mnist-5k test digits, the same "
-                    "distance for real digits (the floor), and, when the file has labels, the fraction classified as asked.")
-    p.add_argument("samples", metavar="SAMPLES.npz", help=".npz with uint8 `images` (N, 1, 28, 28) and optional int `labels` (N,)")
-    p.add_argument("--classifier", default=CLASSIFIER, metavar="CKPT", help=f"LeNet checkpoint, a .pt path or a shipped name (default: {CLASSIFIER})")
-    p.add_argument("--json", metavar="OUT", help="also write the numbers to this .json file")
-    p.set_defaults(func=cmd_eval)
+def eval_reconstruction(model: nn.Module, device: torch.device) -> dict:
+    """Per-pixel MSE ([0, 1] scale) of reconstructing the 500 held-out digits."""
+    x = load_dataset("mnist-5k", "test").float_images().to(device)
+    return {"test_mse": round(reconstruction_mse(model, x), 5)}
+
+
+@torch.no_grad()
+def eval_vae(model: VAE, device: torch.device) -> dict:
+    """Reconstruction MSE and the mean KL(q(z|x) || N(0, I)) in nats on the held-out digits."""
+    x = load_dataset("mnist-5k", "test").float_images().to(device)
+    mu, logvar = model.encode(x)
+    return {"test_mse": round(reconstruction_mse(model, x), 5),
+            "test_kl": round(kl_to_standard_normal(mu, logvar).mean().item(), 3)}
+
+
+@torch.no_grad()
+def eval_latent_vae(model: LatentVAE, device: torch.device) -> dict:
+    """Reconstruction MSE, KL, and the latent scale factor latent diffusion will use."""
+    x = load_dataset("mnist-5k", "test").float_images().to(device)
+    mu, logvar = model.encode(x)
+    x_train = load_dataset("mnist-5k", "train").float_images().to(device)
+    return {"test_mse": round(reconstruction_mse(model, x), 5),
+            "test_kl": round(kl_to_standard_normal(mu.flatten(1), logvar.flatten(1)).mean().item(), 2),
+            "latent_scale": round(latent_scale_factor(model, x_train), 4)}
+
+
+def eval_classifier(model: LeNet, device: torch.device) -> dict:
+    """Accuracy on the 500 held-out digits."""
+    test = load_dataset("mnist-5k", "test")
+    return {"test_accuracy": round(accuracy(model, test.float_images().to(device), test.labels.to(device)), 4)}
+
+
+@torch.no_grad()
+def eval_clip(model: MiniCLIP, device: torch.device) -> dict:
+    """Zero-shot accuracy on the held-out digits, per caption template (template 0: "a handwritten seven")."""
+    test = load_dataset("mnist-5k", "test")
+    per_template = [round(zero_shot_accuracy(model, test, k), 4) for k in range(len(test.templates))]
+    return {"zero_shot_accuracy": per_template[0], "zero_shot_accuracy_per_template": per_template}
+
+
+@torch.no_grad()
+def eval_digit_samples(model: nn.Module, device: torch.device, n: int = 1000) -> dict:
+    """n samples asking for the digits 0-9 in turn (by label or by prompt "a handwritten seven"), with the
+    model's default steps and guidance, scored by lenet-mnist: FID-LeNet and how many show the digit asked for."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    started = time.perf_counter()
+    images = torch.cat([model.sample(min(500, n - i), generator) for i in range(0, n, 500)])
+    seconds = time.perf_counter() - started
+    scores = evaluate_samples(to_uint8(images), torch.arange(n) % 10)
+    return {**scores, "samples": n, "sample_seconds": round(seconds, 1), "guidance": model.config.guidance,
+            "steps": model.config.sample_steps}
+
+
+@torch.no_grad()
+def eval_vit(model: nn.Module, device: torch.device) -> dict:
+    """Accuracy on the 500 held-out digits, and on the same digits with their 4 x 4 (or p x p) patches
+    shuffled into one fixed random order: what the model reads from where a patch sits."""
+    from minilineage.layers import patchify, unpatchify  # kept with its one user
+
+    test = load_dataset("mnist-5k", "test")
+    x, y = test.float_images().to(device), test.labels.to(device)
+    tokens, grid = patchify(x, model.config.patch)  # (500, N, p*p*C)
+    order = torch.randperm(tokens.shape[1], generator=torch.Generator().manual_seed(0)).to(device)
+    shuffled = unpatchify(tokens[:, order], grid, model.config.patch)  # (500, C, H, W), patches moved
+    return {"test_accuracy": round(accuracy(model, x, y), 4),
+            "test_accuracy_patches_shuffled": round(accuracy(model, shuffled, y), 4)}

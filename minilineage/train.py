@@ -4,14 +4,18 @@ The loop knows nothing about the model: it is given `loss_fn(model, batch, gener
 and `next_batch(step, generator) -> dict of tensors`. It adds what every run needs: device choice,
 bf16 autocast on CUDA, optional torch.compile, EMA weights, gradient clipping, a tqdm bar, atomic
 periodic checkpoints with resume, a NaN/inf guard, seeded determinism, and DistributedDataParallel
-when started with `torchrun`.
+when a process group is open (`distributed.process_group`, under torchrun).
+
+The host never waits for the device inside a step: the loss and a "was everything finite" flag stay
+on the device and are read once per log step and before any checkpoint is written. Under torchrun
+every process draws the same global batch and trains on its own slice (`data.shard`); DDP averages
+the gradients, so N processes take the steps one process would take on the whole batch.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -21,7 +25,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from minilineage import checkpoint
+from minilineage import checkpoint, distributed
+from minilineage.data import shard
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -73,11 +78,13 @@ def describe_device(device: torch.device) -> str:
 
 
 class EMA:
-    """Exponential moving average of the weights, with the usual warm-up of the decay.
+    """Exponential moving average of the trainable weights, with the usual warm-up of the decay.
 
     decay_k = min(decay, (1 + k) / (10 + k)): early on the average follows the weights closely, so
     short CPU runs are not dominated by the random initialisation (a fixed 0.999 would keep e^-2 of it
-    after 2,000 steps).
+    after 2,000 steps). Only parameters that train are averaged: frozen parts (the autoencoder and
+    text encoder of latent diffusion) never change, so their copy is left alone; buffers (running
+    statistics, schedule tables) are copied, not averaged.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -87,11 +94,11 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for ema_p, p in zip(self.model.state_dict().values(), model.state_dict().values()):
-            if ema_p.is_floating_point():
-                ema_p.lerp_(p.detach(), 1 - d)
-            else:
-                ema_p.copy_(p)
+        for ema_p, p in zip(self.model.parameters(), model.parameters()):
+            if p.requires_grad:
+                ema_p.lerp_(p, 1 - d)  # ema + (1 - d) (p - ema) = d ema + (1 - d) p
+        for ema_b, b in zip(self.model.buffers(), model.buffers()):
+            ema_b.copy_(b)
 
 
 def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
@@ -106,13 +113,6 @@ def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel or torch.compile wrapper (for its attributes)."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
 
 
 def step_generator(seed: int, step: int, device: torch.device, rank: int = 0) -> torch.Generator:
@@ -137,14 +137,6 @@ class TrainState:
         return self.ema.model if self.ema is not None else self.model
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises torch.distributed when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (torch.distributed.get_rank() if world > 1 else 0), world
-
-
 @torch.enable_grad()  # a notebook may have switched gradients off globally; training needs them
 def fit(
     model: nn.Module,
@@ -164,82 +156,130 @@ def fit(
     `keep_every > 0` also keeps a loadable snapshot of the weights a run would ship (EMA if on)
     every that many steps, next to `resume_path`: NAME-step500.pt, NAME-step1000.pt, ... Each
     records its step and training wall time, so quality can be plotted against training minutes.
+    Inside `distributed.process_group` every process trains on its slice of each batch; rank 0
+    alone writes files, shows the bar and calls `callbacks`.
     """
     if keep_every < 0:
         raise ValueError(f"keep_every must be 0 (off) or a positive number of steps, not {keep_every}")
+    rank, world = distributed.rank_and_world()
+    if world < distributed.launched()[1]:
+        raise RuntimeError("torchrun started several processes, but no process group is open: call fit inside "
+                           "`with distributed.process_group(device) as device:` (train_recipe does)")
     device = pick_device(device) if isinstance(device, str) else device
-    rank, world = _distributed()
-    if world > 1 and device.type == "cuda":
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    state = TrainState(model, ema, step=0, wall_time_s=0.0)
-
+    state = TrainState(model, EMA(model, config.ema_decay) if config.ema_decay > 0 else None, step=0, wall_time_s=0.0)
+    saved = None  # the step of this run's last checkpoint
     if resume and resume_path and Path(resume_path).exists():
-        _restore(state, optimizer, scheduler, checkpoint.load(resume_path, map_location=device))
-    elif resume:
+        _restore(state, optimizer, scheduler, checkpoint.load(resume_path, map_location=device), meta or {}, rank)
+        saved = state.step
+    elif resume and rank == 0:
         print(f"no checkpoint at {resume_path}; starting from step 0")
+    distributed.barrier()  # every process has read the resume file before rank 0 may overwrite it
 
-    train_model = nn.parallel.DistributedDataParallel(model) if world > 1 else model
-    if config.compile:
-        train_model = torch.compile(train_model)
-
-    def save():
-        if rank == 0 and resume_path:
-            checkpoint.save_atomic(_resume_dict(state, optimizer, scheduler, config, meta or {}), resume_path)
-
-    def keep():
-        if rank == 0 and resume_path:
-            name = Path(resume_path).name.removesuffix(".resume.pt")
-            snapshot = {"format": checkpoint.FORMAT, **(meta or {}), "model": state.final_model.state_dict(),
-                        "step": state.step, "seed": config.seed, "wall_time_s": round(state.wall_time_s, 1)}
-            checkpoint.save_atomic(snapshot, Path(resume_path).with_name(f"{name}-step{state.step}.pt"))
-
+    # The whole loss runs inside the (DDP-wrapped) objective's forward, so DDP averages the gradients of
+    # every parameter the loss touches, however it calls the model (encode/decode, forward, ...).
+    objective = Objective(torch.compile(model) if config.compile else model, loss_fn)
+    train_objective = nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
     bar = tqdm(total=config.steps, initial=state.step, disable=not progress or rank != 0, desc="train", mininterval=1.0)
-    started, running = time.perf_counter() - state.wall_time_s, []
+    started, logged, checked = time.perf_counter() - state.wall_time_s, state.step, state.step
+    # Read by the host only at log and checkpoint steps: waiting for the device every step would stall it.
+    # The loss since the last log step is summed in float64, as Python sums floats (MPS has no float64).
+    loss_sum = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
+    finite = torch.ones((), dtype=torch.bool, device=device)  # every loss and gradient norm so far
     model.train()
     while state.step < config.steps:
         step = state.step
-        batch = next_batch(step, step_generator(config.seed, step, torch.device("cpu"), rank))
-        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(train_model, batch, step_generator(config.seed, step, device, rank))
-        if not torch.isfinite(loss):
-            _diverged(f"loss became {loss.item()}", step, resume_path)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip if config.grad_clip > 0 else float("inf"))
-        if not torch.isfinite(grad_norm):
-            _diverged(f"gradient norm became {grad_norm.item()}", step, resume_path)
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update(model, step)
+        batch = next_batch(step, step_generator(config.seed, step, torch.device("cpu")))  # the same on every rank
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in shard(batch, rank, world).items()}
+        loss, ok = _train_step(train_objective, batch, step_generator(config.seed, step, device, rank), optimizer,
+                               scheduler, config.grad_clip, device)
+        if state.ema is not None:
+            state.ema.update(model, step)
+        loss_sum += loss
+        finite &= ok
         state.step += 1
-        running.append(loss.item())
-        if state.step % config.log_every == 0 or state.step == config.steps:
-            mean = sum(running) / len(running)
+        log_now = state.step % config.log_every == 0 or state.step == config.steps
+        save_now = state.step % config.checkpoint_every == 0 or state.step == config.steps
+        keep_now = keep_every > 0 and state.step % keep_every == 0
+        if log_now or save_now or keep_now:  # never write a checkpoint before checking every step since the last
+            failed, mean = _reduce(finite, loss_sum, world)
+            if failed:
+                _diverged(failed, world, checked, state.step, resume_path, saved)
+            checked = state.step
+        if log_now:
+            mean /= state.step - logged
             state.history.append((state.step, mean))
-            running.clear()
+            loss_sum.zero_()
+            logged = state.step
             bar.set_postfix(loss=f"{mean:.4f}")
-            for callback in callbacks:
-                callback(state.step, mean)
+            if rank == 0:
+                for callback in callbacks:
+                    callback(state.step, mean)
         bar.update(1)
         state.wall_time_s = time.perf_counter() - started
-        if state.step % config.checkpoint_every == 0 or state.step == config.steps:
-            save()
-        if keep_every > 0 and state.step % keep_every == 0:
-            keep()
+        if save_now and resume_path:
+            if rank == 0:
+                checkpoint.save_atomic(_resume_dict(state, optimizer, scheduler, config, meta or {}), resume_path)
+            saved = state.step
+        if keep_now and resume_path and rank == 0:
+            _keep(state, config, meta or {}, Path(resume_path))
     bar.close()
+    distributed.barrier()  # no process returns (and perhaps exits) before rank 0 has written the last checkpoint
     model.eval()
     return state
 
 
-def _diverged(what: str, step: int, resume_path) -> None:
-    kept = f"the last good checkpoint {resume_path} is kept" if resume_path and Path(resume_path).exists() else "no checkpoint was written yet"
-    raise TrainingDiverged(f"training stopped at step {step}: {what}; {kept}. Lower the learning rate or raise grad clipping.")
+class Objective(nn.Module):
+    """A model and its loss as one module: forward(batch, generator) = loss_fn(model, batch, generator).
+
+    DistributedDataParallel synchronises the gradients of what runs inside the forward it wraps;
+    wrapping the loss (not just the model) covers losses that call `model.encode`, `model.decode`
+    or other methods besides `forward`.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, dict, torch.Generator], torch.Tensor]):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: dict, generator: torch.Generator) -> torch.Tensor:
+        return self.loss_fn(self.model, batch, generator)
+
+
+def _train_step(objective, batch, generator, optimizer, scheduler, grad_clip, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step. Returns the loss and whether it and the gradient norm are finite, both left on the device."""
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        loss = objective(batch, generator)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # under DDP this also averages the gradients over the processes
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else float("inf"))
+    optimizer.step()
+    scheduler.step()
+    loss = loss.detach()
+    return loss, torch.isfinite(loss) & torch.isfinite(grad_norm)
+
+
+def _reduce(finite: torch.Tensor, loss_sum: torch.Tensor, world: int) -> tuple[int, float]:
+    """(how many processes saw a non-finite step, the loss sum averaged over processes): one all-reduce, one wait."""
+    failed, total = distributed.all_reduce_sum(torch.stack([(~finite).to(loss_sum.dtype), loss_sum])).tolist()
+    return int(failed), total / world
+
+
+def _diverged(failed: int, world: int, checked: int, step: int, resume_path, saved: int | None) -> None:
+    where = f" on {failed} of {world} processes" if world > 1 else ""
+    kept = f"the last good checkpoint {resume_path} (step {saved}) is kept" if saved is not None else "no checkpoint was written"
+    raise TrainingDiverged(f"training diverged between steps {checked} and {step}: the loss or the gradient norm stopped "
+                           f"being finite{where}; {kept}. Lower the learning rate or clip the gradients harder.")
+
+
+def _keep(state: TrainState, config: TrainConfig, meta: dict, resume_path: Path) -> None:
+    """NAME-stepK.pt next to NAME.resume.pt: the weights a run would ship at step K, with its wall time."""
+    name = resume_path.name.removesuffix(".resume.pt")
+    snapshot = {"format": checkpoint.FORMAT, **meta, "model": state.final_model.state_dict(),
+                "step": state.step, "seed": config.seed, "wall_time_s": round(state.wall_time_s, 1)}
+    checkpoint.save_atomic(snapshot, resume_path.with_name(f"{name}-step{state.step}.pt"))
 
 
 def _resume_dict(state: TrainState, optimizer, scheduler, config: TrainConfig, meta: dict) -> dict:
@@ -259,11 +299,19 @@ def _resume_dict(state: TrainState, optimizer, scheduler, config: TrainConfig, m
     }
 
 
-def _restore(state: TrainState, optimizer, scheduler, ckpt: dict) -> None:
+def _restore(state: TrainState, optimizer, scheduler, ckpt: dict, meta: dict, rank: int = 0) -> None:
+    """Load a resume file into the run, after checking that it belongs to this run's recipe and model."""
+    for key in ("recipe", "model_class"):
+        if key in meta and ckpt.get(key) != meta[key]:
+            raise ValueError(f"the resume file holds {key} {ckpt.get(key)!r}, but this run trains {meta[key]!r}; "
+                             f"delete it or train with another --out folder")
+    if "raw_model" not in ckpt:
+        raise ValueError("this file is a finished checkpoint, not a resume file (NAME.resume.pt)")
     state.model.load_state_dict(ckpt["raw_model"])
     if state.ema is not None and ckpt.get("ema") is not None:
         state.ema.model.load_state_dict(ckpt["ema"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     state.step, state.wall_time_s, state.history = ckpt["step"], ckpt["wall_time_s"], list(ckpt["history"])
-    print(f"resumed from step {state.step}")
+    if rank == 0:
+        print(f"resumed from step {state.step}")

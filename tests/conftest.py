@@ -1,3 +1,4 @@
+import os
 import struct
 from pathlib import Path
 
@@ -7,6 +8,8 @@ import pytest
 import torch
 
 matplotlib.use("Agg")
+if os.environ.get("MINILINEAGE_THREADS"):  # the same knob the chapters honour (minilineage.chapter_setup)
+    torch.set_num_threads(int(os.environ["MINILINEAGE_THREADS"]))
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from minilineage.diffusion import (
     v_loss,
     v_target,
 )
-from minilineage.schedules import linear_betas
+from minilineage.diffusion.schedules import linear_betas
 
 
 def seeded(seed: int = 0) -> torch.Generator:

@@ -9,7 +9,6 @@ import torch
 
 from minilineage import cli
 from minilineage.checkpoint import CHECKPOINT_DIR
-from minilineage.classifier import LeNet, LeNetConfig, accuracy, classifier_loss, random_shift
 from minilineage.data import load_dataset
 from minilineage.metrics import (
     evaluate_samples,
@@ -18,6 +17,13 @@ from minilineage.metrics import (
     frechet_distance,
     load_classifier,
     load_samples,
+)
+from minilineage.models.classifier import (
+    LeNet,
+    LeNetConfig,
+    accuracy,
+    classifier_loss,
+    random_shift,
 )
 from minilineage.recipes import train_recipe
 
@@ -153,7 +159,7 @@ def test_fid_lenet_of_a_set_with_itself_is_zero_and_grows_with_corruption():
 def tiny_classifier(tmp_path_factory):
     """A barely trained LeNet, so the CLI tests do not depend on the shipped checkpoint."""
     out = tmp_path_factory.mktemp("lenet")
-    train_recipe("lenet-mnist", steps=5, out=out, device="cpu", progress=False, plot=False)
+    train_recipe("lenet-mnist", steps=5, out=out, device="cpu", progress=False)
     return out / "lenet-mnist.pt"
 
 

@@ -1,7 +1,13 @@
 """Repository-level checks: dependency lists agree, chapters are paired and small, checkpoints are recorded."""
 
 import json
+import os
 import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import jupytext
@@ -59,3 +65,31 @@ def test_shipped_checkpoints_record_how_they_were_made():
             assert key in record, f"{ckpt.name}: sidecar lacks {key}"
         assert record["command"].startswith("minilineage train"), f"{ckpt.name} was not made by the CLI"
         assert ckpt.stat().st_size < 15_000_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_make_lab_serves_the_chapters_even_as_root_and_without_a_browser():
+    """`make lab` as this machine runs it (root in CI and Docker): the server must come up and answer."""
+    port, token = _free_port(), "minilineage-test"
+    env = {**os.environ, "BROWSER": "false"}  # no browser to open, as on a server
+    server = subprocess.Popen(["make", "--no-print-directory", "lab", f"LAB_ARGS=--port={port} --ServerApp.token={token}"],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline, status = time.monotonic() + 120, None
+        while time.monotonic() < deadline and server.poll() is None and status is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/contents?token={token}", timeout=2) as r:
+                    status = json.loads(r.read())
+            except OSError:
+                time.sleep(0.5)
+        assert status is not None, f"the server never answered; it printed:\n{server.stdout.read() if server.poll() is not None else ''}"
+        assert {item["name"] for item in status["content"]} >= {p.with_suffix(".ipynb").name for p in CHAPTERS}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from minilineage import recipes
+from minilineage.checkpoint import load_model
 from minilineage.data import load_dataset
 from minilineage.recipes import RECIPES, train_recipe
 
@@ -15,6 +15,15 @@ GPU_RECIPES = sorted(name for name, r in RECIPES.items() if "gpu" in r.presets)
 def test_every_recipe_has_a_cpu_and_a_gpu_preset():
     assert GPU_RECIPES == sorted(RECIPES)
     assert all(r.presets["cpu"].dataset == "mnist-5k" for r in RECIPES.values())
+
+
+def assert_contains(config: dict, overrides: dict) -> None:
+    """Every (nested) key of `overrides` has its value in `config` (tuples may come back as lists)."""
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            assert_contains(config[key], value)
+        else:
+            assert list(config[key]) == list(value) if isinstance(value, tuple) else config[key] == value, key
 
 
 @pytest.fixture
@@ -32,22 +41,20 @@ def test_gpu_preset_trains_a_step_on_full_mnist_files(name, mnist_on_disk, monke
     monkeypatch.setattr(recipe, "evaluate", None)  # its sampling-based figures are for real runs, not one step
     preset = recipe.presets["gpu"]
     result = train_recipe(name, preset="gpu", steps=1, out=mnist_on_disk / "runs", device="cpu",
-                          progress=False, plot=False)
+                          progress=False)
     record = result.record
     assert record["preset"] == "gpu" and record["dataset"] == preset.dataset == "mnist"
     assert record["step"] == 1 and record["train_config"]["batch_size"] == preset.train.batch_size
     assert math.isfinite(record["history"][-1][1])
-    for key, value in preset.model.items():  # the preset's model overrides reached the model
-        built = record["model_config"][key]
-        assert {k: built[k] for k in value} == value if isinstance(value, dict) else built == value
-    reloaded = recipes.load_model(str(result.path))
+    assert_contains(record["model_config"], preset.model)  # the preset's model overrides reached the model
+    reloaded = load_model(str(result.path))
     assert sum(p.numel() for p in reloaded.parameters()) == record["parameters"]
 
 
 def test_ldm_starts_from_the_latent_vae_trained_in_its_own_run_folder(tmp_path):
-    own = train_recipe("latent-vae-mnist", steps=1, out=tmp_path, device="cpu", progress=False, plot=False).model
-    shipped = recipes.load_model("latent-vae-mnist")
+    own = train_recipe("latent-vae-mnist", steps=1, out=tmp_path, device="cpu", progress=False).model
+    shipped = load_model("latent-vae-mnist")
     ldm = RECIPES["ldm-mnist"]
     for model, expected in ((ldm.build("cpu", tmp_path), own), (ldm.build("cpu"), shipped)):
-        weights = model.vae.state_dict()
+        weights = model.autoencoder.state_dict()
         assert all(torch.equal(weights[k], v) for k, v in expected.state_dict().items())

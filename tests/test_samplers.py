@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minilineage.diffusion import NoiseSchedule, gather, q_sample
-from minilineage.samplers import (
+from minilineage.diffusion.samplers import (
     ddim_denoise,
     ddim_sample,
     ddim_timesteps,
@@ -14,7 +14,7 @@ from minilineage.samplers import (
     guided,
     sdedit,
 )
-from minilineage.schedules import linear_betas
+from minilineage.diffusion.schedules import linear_betas
 
 T = 50
 SCHED = NoiseSchedule.named("linear", T)

@@ -7,7 +7,13 @@ import math
 import pytest
 import torch
 
-from minilineage.schedules import SCHEDULES, cosine_betas, linear_betas, make_betas, quadratic_betas
+from minilineage.diffusion.schedules import (
+    SCHEDULES,
+    cosine_betas,
+    linear_betas,
+    make_betas,
+    quadratic_betas,
+)
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from minilineage.clip import (
+from minilineage.data import load_dataset
+from minilineage.models.clip import (
     CLIP,
     CLIPConfig,
     ImageEncoder,
@@ -16,8 +17,7 @@ from minilineage.clip import (
     clip_loss,
     similarity,
 )
-from minilineage.data import load_dataset
-from minilineage.text import BOS, EOS, PAD, UNK, TextEncoder, Tokenizer
+from minilineage.models.text import BOS, EOS, PAD, UNK, TextEncoder, Tokenizer
 
 
 @pytest.fixture
@@ -222,9 +222,9 @@ def test_tiny_clip_overfits_64_digits_and_classifies_them_zero_shot(one_thread):
     model = CLIP(caption_tokenizer(data), CLIPConfig.preset("tiny"))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
-    first = model.loss(x, data.captions(y, generator)).item()
+    first = model.loss(x, data.captions(torch.arange(len(data)), generator)).item()
     for _ in range(100):
-        loss = model.loss(x, data.captions(y, generator))
+        loss = model.loss(x, data.captions(torch.arange(len(data)), generator))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,11 +88,48 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         poisoned["on"] = step >= 15
 
     path = tmp_path / "run.resume.pt"
-    with pytest.raises(TrainingDiverged, match="step 15.*last good checkpoint"):
+    with pytest.raises(TrainingDiverged, match="between steps 15 and 20.*last good checkpoint .* \\(step 10\\)"):
         fit(model, exploding, next_batch, config(), "cpu", resume_path=path, progress=False, callbacks=(poison_after,))
     kept = checkpoint.load(path)
     assert kept["step"] == 10
     assert all(torch.isfinite(v).all() for v in kept["model"].values())
+
+
+def poisoned_from(step_to_poison, loss_fn, grad_only=False):
+    """`loss_fn` that turns the loss (or, with grad_only, only the gradient) into NaN from a given step on."""
+    calls = {"n": 0}
+
+    def poisoned(m, batch, generator):
+        loss = loss_fn(m, batch, generator)
+        calls["n"] += 1
+        if calls["n"] <= step_to_poison:
+            return loss
+        if grad_only:  # the loss stays finite; from now on the gradient of the first weight does not
+            if calls["n"] == step_to_poison + 1:
+                m[0].weight.register_hook(lambda grad: torch.full_like(grad, float("nan")))
+            return loss
+        return loss * float("nan")
+
+    return poisoned
+
+
+# A NaN loss from step 13 on; or only a NaN gradient, at step 19, the last before the check: no loss
+# computed after it could show it, so only the gradient norm's flag can.
+@pytest.mark.parametrize("first_bad, grad_only", [(13, False), (19, True)])
+def test_a_nan_between_log_steps_is_caught_at_the_next_one_and_never_checkpointed(tmp_path, first_bad, grad_only):
+    model, loss_fn, next_batch = tiny_task()
+    path = tmp_path / "run.resume.pt"
+    with pytest.raises(TrainingDiverged, match="between steps 10 and 20:.*\\(step 10\\) is kept"):
+        fit(model, poisoned_from(first_bad, loss_fn, grad_only), next_batch, config(log_every=10), "cpu",
+            resume_path=path, progress=False, keep_every=20)
+    assert checkpoint.load(path)["step"] == 10  # neither the resume file nor a snapshot of step 20 was written
+    assert list(tmp_path.glob("run-step*.pt")) == []
+
+
+def test_fit_under_torchrun_without_a_process_group_refuses_to_start(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; every process would train the whole batch alone
+    with pytest.raises(RuntimeError, match="no process group is open"):
+        fit(*tiny_task(), config(), "cpu", progress=False)
 
 
 def test_atomic_save_leaves_the_old_file_when_a_write_dies(tmp_path, monkeypatch):
@@ -118,6 +157,23 @@ def test_ema_follows_closely_early_and_slowly_later():
     assert ema.model.weight.item() == pytest.approx(0.9)
     ema.update(model, step=10_000)  # decay 0.99
     assert ema.model.weight.item() == pytest.approx(0.9 + 0.1 * 0.01)
+
+
+def test_ema_averages_the_trainable_weights_and_copies_the_rest():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Linear(3, 1))
+    model[0].requires_grad_(False)  # a frozen part, like the autoencoder of latent diffusion
+    ema = EMA(model, decay=0.99)
+    start = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model[1].running_mean.fill_(5.0)
+    ema.update(model, step=0)  # decay 0.1
+    for key in ("2.weight", "2.bias", "1.weight", "1.bias"):  # trainable: 0.1 ema + 0.9 live, by the same lerp
+        assert torch.equal(ema.model.state_dict()[key], start[key].lerp(model.state_dict()[key], 0.9))
+    for key in ("0.weight", "0.bias"):  # frozen: never averaged
+        assert torch.equal(ema.model.state_dict()[key], start[key])
+    assert torch.equal(ema.model[1].running_mean, torch.full((3,), 5.0))  # buffers copied, not averaged
 
 
 def test_lr_warms_up_then_decays_to_a_tenth():
@@ -152,3 +208,10 @@ def test_negative_keep_every_is_refused():
     model, loss_fn, next_batch = tiny_task()
     with pytest.raises(ValueError, match="0 \\(off\\) or a positive"):
         fit(model, loss_fn, next_batch, config(), "cpu", progress=False, keep_every=-5)
+
+
+def test_atomic_save_writes_an_ordinary_readable_file(tmp_path):
+    path = checkpoint.save_atomic({"format": checkpoint.FORMAT, "step": 1}, tmp_path / "c.pt")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600

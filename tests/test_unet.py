@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minilineage.layers import CrossAttention
-from minilineage.unet import UNET_PRESETS, UNet, UNetConfig
+from minilineage.models.unet import UNET_PRESETS, UNet, UNetConfig
 
 
 @pytest.fixture(autouse=True)

@@ -25,7 +25,7 @@ from minilineage.widgets import (
     in_notebook,
     lossplot,
     png_bytes,
-    to_uint8,
+    to_pixels,
 )
 
 
@@ -46,22 +46,22 @@ def embedded_state(path) -> dict:
 # --- image helpers ---------------------------------------------------------------------------
 
 
-def test_to_uint8_round_trips_float_images():
+def test_to_pixels_round_trips_float_images():
     u = torch.randint(0, 256, (2, 3, 5, 7), dtype=torch.uint8)
     x = u.float() / 127.5 - 1  # the course's [-1, 1] scaling
-    assert np.array_equal(to_uint8(x), u.permute(0, 2, 3, 1).numpy())
-    assert np.array_equal(to_uint8(u[0]), u[0].permute(1, 2, 0).numpy())
+    assert np.array_equal(to_pixels(x), u.permute(0, 2, 3, 1).numpy())
+    assert np.array_equal(to_pixels(u[0]), u[0].permute(1, 2, 0).numpy())
 
 
-def test_to_uint8_drops_single_channel_and_clamps():
+def test_to_pixels_drops_single_channel_and_clamps():
     x = torch.tensor([[[-2.0, -1.0, 0.0, 1.0, 3.0]]])  # (1, 1, 5)
-    assert to_uint8(x).tolist() == [[0, 0, 128, 255, 255]]  # 127.5 rounds to even: 128
-    assert to_uint8(x.numpy()).shape == (1, 5)
+    assert to_pixels(x).tolist() == [[0, 0, 128, 255, 255]]  # 127.5 rounds to even: 128
+    assert to_pixels(x.numpy()).shape == (1, 5)
 
 
-def test_to_uint8_rejects_channels_last():
+def test_to_pixels_rejects_channels_last():
     with pytest.raises(ValueError, match="channels"):
-        to_uint8(np.zeros((28, 28, 5), dtype=np.uint8))
+        to_pixels(np.zeros((28, 28, 5), dtype=np.uint8))
 
 
 def test_grid_tiles_with_white_padding():
@@ -114,7 +114,7 @@ def test_captions_sit_under_their_frames():
 
 def test_list_of_frames_shows_the_same_as_a_tensor():
     frames = distinct_frames(3)
-    as_list = FramePlayer([to_uint8(f)[None] for f in frames])  # (1, H, W) uint8 arrays
+    as_list = FramePlayer([to_pixels(f)[None] for f in frames])  # (1, H, W) uint8 arrays
     as_tensor = FramePlayer(frames)
     assert [i.value for i in as_list.images] == [i.value for i in as_tensor.images]
 
@@ -152,11 +152,11 @@ def test_from_panels_lays_each_frame_side_by_side():
 def test_denoise_player_at_sigma_zero_shows_clean_input_left():
     x0 = torch.randint(0, 256, (3, 1, 5, 5)).float() / 127.5 - 1
     player = denoise_player(x0, reconstruct=lambda x: -x, levels=[0.0, 0.5], scale=2)
-    left = to_uint8(grid(x0, nrow=1))  # (3 * 7 + 2, 9): one digit per row
+    left = to_pixels(grid(x0, nrow=1))  # (3 * 7 + 2, 9): one digit per row
     width = left.shape[1]
     pixels = decode_png(player.current_png(), scale=2)
     assert np.array_equal(pixels[:, :width], left)
-    assert np.array_equal(pixels[:, width + 2 :], to_uint8(grid(-x0, nrow=1)))
+    assert np.array_equal(pixels[:, width + 2 :], to_pixels(grid(-x0, nrow=1)))
     assert player.captions[0].value == "noise level σ = 0.00"
 
 
@@ -171,7 +171,7 @@ def test_denoise_player_slider_adds_the_seeded_noise():
     player.slider.value = 1
     assert player.current_png() != before
     width = grid(x0, nrow=1).shape[-1]
-    assert np.array_equal(decode_png(player.current_png())[:, :width], to_uint8(grid(0.5 * eps, nrow=1)))
+    assert np.array_equal(decode_png(player.current_png())[:, :width], to_pixels(grid(0.5 * eps, nrow=1)))
 
 
 # --- LatentExplorer --------------------------------------------------------------------------

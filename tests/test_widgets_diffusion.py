@@ -17,7 +17,7 @@ import torch
 from ipywidgets.widgets.widget_link import Link
 
 from minilineage.diffusion import NoiseSchedule, q_sample
-from minilineage.samplers import ddim_sample, ddpm_sample
+from minilineage.diffusion.samplers import ddim_sample, ddpm_sample
 from minilineage.widgets import (
     FramePlayer,
     PlayerSwitch,
@@ -30,7 +30,7 @@ from minilineage.widgets import (
     reverse_player,
     schedule_figure,
     step_comparison,
-    to_uint8,
+    to_pixels,
     traversal_player,
 )
 
@@ -80,7 +80,7 @@ def test_posterior_sampler_decodes_the_mean_at_zero_and_seeded_draws_at_temperat
     widths = [grid(x, nrow=1).shape[-1], 2 + 3 * (4 + 2)]
     mu = vae.encode(x)[0]
     at_zero = panel(decode_png(player.current_png()), widths, 1)
-    assert np.array_equal(at_zero, to_uint8(grid(vae.decode(mu.repeat_interleave(3, 0)), nrow=3)))
+    assert np.array_equal(at_zero, to_pixels(grid(vae.decode(mu.repeat_interleave(3, 0)), nrow=3)))
 
     player.slider.value = 1
     eps = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(5))  # (n, B, D)
@@ -88,8 +88,8 @@ def test_posterior_sampler_decodes_the_mean_at_zero_and_seeded_draws_at_temperat
         [mu[b] + 1.5 * 0.5 * eps[n, b] for b in range(2) for n in range(3)]
     )  # digit-major
     pixels = decode_png(player.current_png())
-    assert np.array_equal(panel(pixels, widths, 1), to_uint8(grid(vae.decode(z), nrow=3)))
-    assert np.array_equal(panel(pixels, widths, 0), to_uint8(grid(x, nrow=1)))
+    assert np.array_equal(panel(pixels, widths, 1), to_pixels(grid(vae.decode(z), nrow=3)))
+    assert np.array_equal(panel(pixels, widths, 0), to_pixels(grid(x, nrow=1)))
     assert player.captions[1].value.startswith("temperature 1.5")
 
 
@@ -105,7 +105,7 @@ def test_traversal_frame_k_sets_value_k_in_each_rows_dimension():
             row[d] = 1.5
             expected.append(row)
     assert np.array_equal(
-        decode_png(player.current_png()), to_uint8(grid(vae.decode(torch.stack(expected)), nrow=2))
+        decode_png(player.current_png()), to_pixels(grid(vae.decode(torch.stack(expected)), nrow=2))
     )
     assert decode_png(player.current_png())[2, 2 + 1] == round(
         (0.5 + 1) * 127.5
@@ -139,8 +139,8 @@ def test_beta_player_slider_switches_models_in_beta_order():
         player.slider.value = index
         pixels = decode_png(player.current_png())
         reconstruction = vae.decode(vae.encode(x)[0])
-        assert np.array_equal(panel(pixels, widths, 1), to_uint8(grid(reconstruction, nrow=1)))
-        assert np.array_equal(panel(pixels, widths, 2), to_uint8(grid(vae.decode(z), nrow=3)))
+        assert np.array_equal(panel(pixels, widths, 1), to_pixels(grid(reconstruction, nrow=1)))
+        assert np.array_equal(panel(pixels, widths, 2), to_pixels(grid(vae.decode(z), nrow=3)))
     kl = (
         0.5 * (0.25 - 1 - math.log(0.25)) * 4 + 0.5 * sharp.encode(x)[0].pow(2).sum(1).mean().item()
     )
@@ -275,7 +275,7 @@ def test_reverse_player_shows_xt_x0_hat_and_scaled_eps_every_kth_step():
     widths = [grid(constant(0), nrow=2).shape[-1]] * 3
     pixels = decode_png(player.current_png())
     for index, value in enumerate((0.2, -0.2, 0.6 / 3)):
-        assert np.array_equal(panel(pixels, widths, index), to_uint8(grid(constant(value), nrow=2)))
+        assert np.array_equal(panel(pixels, widths, index), to_pixels(grid(constant(value), nrow=2)))
 
 
 def test_reverse_player_of_a_ddpm_run_ends_at_the_sample():
@@ -292,7 +292,7 @@ def test_reverse_player_of_a_ddpm_run_ends_at_the_sample():
     player.slider.value = 1
     widths = [grid(x0, nrow=4).shape[-1]] * 3
     assert np.array_equal(
-        panel(decode_png(player.current_png()), widths, 1), to_uint8(grid(x0, nrow=4))
+        panel(decode_png(player.current_png()), widths, 1), to_pixels(grid(x0, nrow=4))
     )
 
 

@@ -11,10 +11,14 @@ What works where:
 - Chapter 4: `similarity_explorer` (CLIP's N x N matrix, one frame per batch) is precomputed;
   `text_to_image` precomputes every guidance value of its prompt (guidance and step sliders are
   jslinked) and needs a kernel only to run a newly typed prompt.
+- Chapter 5: `patch_grid` (patch-size slider: the image in patches and its token sequence),
+  `position_similarity` (pick a patch: cosine similarity of its position embedding to all others) and
+  `noised_patches` (x_t at a chosen t cut into the tokens a DiT sees) are all precomputed and jslinked.
 - `LatentExplorer` decodes a new image on every slider move, so it needs a running kernel.
-- `LossPlot` draws only inside a notebook kernel and is a no-op elsewhere.
+- `LossPlot` draws only inside a notebook kernel and is a no-op elsewhere; `train_with_plot(name, ...)`
+  trains a recipe with one.
 
-Image helpers (`to_uint8`, `grid`, `png_bytes`, ...) turn model tensors in [-1, 1] into pixels.
+Image helpers (`to_pixels`, `grid`, `png_bytes`, ...) turn model tensors in [-1, 1] into pixels.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from .diffusion import (
     schedule_figure,
     step_comparison,
 )
-from .images import decode_png, encode_png, figure_png, grid, png_bytes, side_by_side, to_uint8
+from .images import decode_png, encode_png, figure_png, grid, png_bytes, side_by_side, to_pixels
 from .latent import LatentExplorer, LatentMap
 from .ldm import (
     TextToImage,
@@ -37,19 +41,30 @@ from .ldm import (
     similarity_figure,
     text_to_image,
 )
-from .lossplot import LossPlot, in_notebook
+from .lossplot import LossPlot, in_notebook, train_with_plot
 from .player import FramePlayer, denoise_player
 from .vae import beta_player, posterior_sampler, traversal_player
+from .vit import (
+    PatchGrid,
+    cosine_similarities,
+    noised_patches,
+    patch_figure,
+    patch_grid,
+    patch_mosaic,
+    position_similarity,
+)
 
 __all__ = [
     "FramePlayer",
     "LatentExplorer",
     "LatentMap",
     "LossPlot",
+    "PatchGrid",
     "PlayerSwitch",
     "TextToImage",
     "attention_figure",
     "beta_player",
+    "cosine_similarities",
     "decode_png",
     "denoise_player",
     "encode_png",
@@ -58,8 +73,13 @@ __all__ = [
     "in_notebook",
     "latent_strip",
     "noise_caption",
+    "noised_patches",
     "noising_explorer",
+    "patch_figure",
+    "patch_grid",
+    "patch_mosaic",
     "png_bytes",
+    "position_similarity",
     "posterior_sampler",
     "reverse_player",
     "schedule_figure",
@@ -68,6 +88,7 @@ __all__ = [
     "similarity_figure",
     "step_comparison",
     "text_to_image",
-    "to_uint8",
+    "to_pixels",
+    "train_with_plot",
     "traversal_player",
 ]

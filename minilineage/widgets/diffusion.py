@@ -18,7 +18,7 @@ from ipywidgets.embed import dependency_state, embed_minimal_html
 from matplotlib.figure import Figure
 
 from minilineage.diffusion import NoiseSchedule, q_sample, randn
-from minilineage.samplers import ddim_denoise, ddim_timesteps
+from minilineage.diffusion.samplers import ddim_denoise, ddim_timesteps
 
 from .images import grid
 from .player import FramePlayer

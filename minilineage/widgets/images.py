@@ -1,7 +1,7 @@
 """Image helpers for the widgets: model tensors -> uint8 pixels -> PNG bytes.
 
 Models work on float images in [-1, 1], shape (B, C, H, W); browsers want PNG bytes. Everything a
-widget shows goes through `to_uint8` and `png_bytes`, so a test can compute exactly the bytes a
+widget shows goes through `to_pixels` and `png_bytes`, so a test can compute exactly the bytes a
 widget should show.
 """
 
@@ -16,38 +16,33 @@ from einops import rearrange
 from PIL import Image
 from torchvision.utils import make_grid
 
+from minilineage.data import to_uint8
+
 # White, like the page around the widgets: padding between tiles and panels reads as empty space.
 PAD_VALUE = 255
 
 
 def uint8_chw(images) -> torch.Tensor:
-    """Images as a uint8 tensor, channels first: float [-1, 1] -> round((x + 1) * 127.5).
+    """Images as uint8, channels first (`data.to_uint8`), checked to be something a page can show.
 
     Accepts tensors or numpy arrays of shape (H, W), (C, H, W) or (B, C, H, W), either float in
     [-1, 1] (clamped) or already uint8; a list of (C, H, W) images is stacked into a batch.
     """
     if isinstance(images, (list, tuple)):
         images = torch.stack([uint8_chw(image) for image in images])
-    if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.ascontiguousarray(images))
-    x = torch.as_tensor(images).detach().cpu()
+    x = to_uint8(images)
     if x.ndim not in (2, 3, 4):
         raise ValueError(f"expected (H, W), (C, H, W) or (B, C, H, W), got shape {tuple(x.shape)}")
     if x.ndim >= 3 and x.shape[-3] not in (1, 3, 4):
         raise ValueError(
             f"expected 1, 3 or 4 channels first, got shape {tuple(x.shape)} (channels-last input?)"
         )
-    if x.dtype == torch.uint8:
-        return x
-    if not x.is_floating_point():
-        raise TypeError(f"expected float images in [-1, 1] or uint8, got {x.dtype}")
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x
 
 
-def to_uint8(images) -> np.ndarray:
-    """Images as uint8 numpy pixels, channels last: (C, H, W) -> (H, W, C), or (H, W) if C = 1.
-
-    A batch (B, C, H, W) gives (B, H, W, C) or (B, H, W). Float input is read as [-1, 1].
+def to_pixels(images) -> np.ndarray:
+    """Images as uint8 numpy pixels, channels last, as image files want them: (C, H, W) -> (H, W, C),
+    or (H, W) if C = 1. A batch (B, C, H, W) gives (B, H, W, C) or (B, H, W). Float input is read as [-1, 1].
     """
     x = uint8_chw(images)
     if x.ndim == 2:
@@ -73,9 +68,9 @@ def grid(images, nrow: int = 8, padding: int = 2) -> torch.Tensor:
 def side_by_side(panels: Sequence, gap: int = 2) -> np.ndarray:
     """Several images of equal height laid left to right with `gap` white columns between them.
 
-    Each panel is anything `to_uint8` accepts, or a batch (tiled with `grid`). Returns (H, W[, C]).
+    Each panel is anything `to_pixels` accepts, or a batch (tiled with `grid`). Returns (H, W[, C]).
     """
-    arrays = [to_uint8(grid(p)) if uint8_chw(p).ndim == 4 else to_uint8(p) for p in panels]
+    arrays = [to_pixels(grid(p)) if uint8_chw(p).ndim == 4 else to_pixels(p) for p in panels]
     heights = {a.shape[0] for a in arrays}
     if len(heights) != 1:
         raise ValueError(f"panels must have the same height, got heights {[a.shape[0] for a in arrays]}")
@@ -93,7 +88,7 @@ def png_bytes(image, scale: int = 4) -> bytes:
     PNG can be decoded back to the original pixels. A batch (B, C, H, W) is tiled with `grid`.
     """
     x = uint8_chw(image)
-    return encode_png(to_uint8(grid(x) if x.ndim == 4 else x), scale)
+    return encode_png(to_pixels(grid(x) if x.ndim == 4 else x), scale)
 
 
 def encode_png(pixels: np.ndarray, scale: int = 1) -> bytes:

@@ -18,9 +18,9 @@ from einops import rearrange
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from minilineage.clip import similarity
+from minilineage.models.clip import similarity
 
-from .images import figure_png, grid, to_uint8
+from .images import figure_png, grid, to_pixels
 from .player import FramePlayer
 
 LATENT_DISPLAY_SCALE = 3.0  # scaled latents have unit std: +-3 fills the grey range
@@ -35,17 +35,17 @@ def similarity_figure(images: torch.Tensor, captions: Sequence[str], logits: tor
     """
     n = len(images)
     probs = logits.softmax(dim=1)  # (N, N), each row sums to 1
-    figure = Figure(figsize=(1.5 + 0.6 * n, 2.2 + 0.6 * n), dpi=55, layout="constrained")
+    figure = Figure(figsize=(3.2 + 0.6 * n, 2.8 + 0.6 * n), dpi=90, layout="constrained")  # 11 pt text: legible on a projector
     ax = figure.add_subplot()
     ax.imshow(probs.numpy(), cmap="Blues", vmin=0, vmax=1, extent=(-0.5, n - 0.5, n - 0.5, -0.5))
     for i in range(n):
         j = int(probs[i].argmax())
         color = "green" if int(caption_labels[j]) == int(labels[i]) else "red"
-        ax.imshow(to_uint8(images[i]), cmap="gray", vmin=0, vmax=255, extent=(-1.55, -0.6, i + 0.45, i - 0.45))
+        ax.imshow(to_pixels(images[i]), cmap="gray", vmin=0, vmax=255, extent=(-1.55, -0.6, i + 0.45, i - 0.45))
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=color, lw=2.5))
-        ax.text(j, i, f"{probs[i, j]:.2f}", ha="center", va="center", fontsize=8, color="white")
+        ax.text(j, i, f"{probs[i, j]:.2f}", ha="center", va="center", fontsize=11, color="white")
     ax.set_xlim(-1.6, n - 0.5), ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xticks(range(n), captions, rotation=55, ha="left", fontsize=8)
+    ax.set_xticks(range(n), captions, rotation=45, ha="left", va="bottom", rotation_mode="anchor", fontsize=11)
     ax.xaxis.tick_top()
     ax.set_yticks([])
     for side in ax.spines.values():
@@ -58,7 +58,7 @@ def similarity_explorer(clip, data, batch_size: int = 8, n_batches: int = 4,
                         generator: torch.Generator | None = None) -> FramePlayer:
     """Pick a batch: its N x N similarity matrix and each row's classification. Radford et al. 2021, Fig. 3.
 
-    clip: a CLIP (encode_image, encode_text, logit_scale); data: an ImageData whose random-template
+    clip: a CLIP (encode_image, encode_text, logit_scale); data: an ArrayData whose random-template
     captions are paired with its images. The logits of every batch are kept in `.logits` (a list of
     (N, N) tensors) and the batches' labels in `.labels`.
     """
@@ -68,7 +68,7 @@ def similarity_explorer(clip, data, batch_size: int = 8, n_batches: int = 4,
     for _ in range(n_batches):
         idx = torch.randperm(len(data), generator=generator)[:batch_size]
         x, y = data.float_images()[idx], data.labels[idx]
-        captions = data.captions(y, generator)
+        captions = data.captions(idx, generator)
         logits = similarity(clip.encode_image(x.to(device)), clip.encode_text(captions), clip.logit_scale).cpu()
         picked = logits.argmax(dim=1)
         own, same_digit = (picked == torch.arange(len(x))).sum().item(), (y[picked] == y).sum().item()
@@ -96,19 +96,19 @@ def attention_figure(images: torch.Tensor, maps: torch.Tensor, tokens: Sequence[
     share of all the attention (how much it acts).
     """
     b, n = maps.shape[:2]
-    figure = Figure(figsize=(1.1 * (n + 1), 1.2 * b), dpi=50, layout="constrained")
+    figure = Figure(figsize=(1.1 * (n + 1), 1.25 * b), dpi=90, layout="constrained")  # legible on a projector
     axes = np.array(figure.subplots(b, n + 1, squeeze=False))
     size = images.shape[-1]
     for i in range(b):
-        digit = to_uint8(images[i])
+        digit = to_pixels(images[i])
         axes[i, 0].imshow(digit, cmap="gray", vmin=0, vmax=255)
         for j in range(n):
             axes[i, j + 1].imshow(digit, cmap="gray", vmin=0, vmax=255)
             axes[i, j + 1].imshow(maps[i, j].numpy(), cmap="inferno", alpha=0.6, vmin=0, vmax=float(maps[i, j].max()),
                                   extent=(-0.5, size - 0.5, size - 0.5, -0.5), interpolation="nearest")
-            axes[i, j + 1].text(0.5, 2.5, f"{maps[i, j].mean():.0%}", color="white", fontsize=8)
+            axes[i, j + 1].text(0.5, 3.5, f"{maps[i, j].mean():.0%}", color="white", fontsize=11)
     for j, title in enumerate(["sample", *tokens]):
-        axes[0, j].set_title(title, fontsize=9)
+        axes[0, j].set_title(title, fontsize=12)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
     return figure
@@ -164,10 +164,11 @@ class TextToImage(widgets.VBox):
         prompts = [prompt] * self.n
         maps = sum(model.cross_attention_maps(r["xt"].to(model.device), torch.tensor(r["t"], device=model.device),
                                               prompts) for r in frames) / len(frames)  # (B, N_ctx, h, w)
-        tokens, mask = model.tokenizer.encode(prompt)
+        tokenizer = model.condition.tokenizer
+        tokens, mask = tokenizer.encode(prompt)
         real = int(mask.sum())
         maps = maps[:, :real].cpu()  # padding tokens get zero weight: show only the prompt's real tokens
-        names = [model.tokenizer.vocab[i] for i in tokens[0, :real].tolist()]
+        names = [tokenizer.vocab[i] for i in tokens[0, :real].tolist()]
         picture = widgets.Image(value=figure_png(attention_figure(images[:1].cpu(), maps[:1], names)), format="png")
         page = widgets.VBox([player, widgets.HTML("<b>cross-attention per token</b> (averaged over steps)"), picture])
         page.player, page.images, page.maps, page.tokens = player, images.cpu(), maps, names

@@ -8,6 +8,8 @@ import numpy as np
 from IPython.display import Image, display
 from matplotlib.figure import Figure
 
+from minilineage.recipes import get_recipe, train_recipe
+
 from .images import figure_png
 
 
@@ -87,3 +89,13 @@ def ema(values: np.ndarray, beta: float) -> np.ndarray:
         m = beta * m + (1 - beta) * v
         out[k - 1] = m / (1 - math.pow(beta, k))
     return out
+
+
+def train_with_plot(name: str, **options):
+    """`minilineage.recipes.train_recipe(name, **options)` with a live loss plot in the notebook."""
+    steps = options.get("steps") or get_recipe(name).presets[options.get("preset", "cpu")].train.steps
+    plot = LossPlot(every=max(25, steps // 40), title=name)  # about 40 redraws per run
+    try:
+        return train_recipe(name, callbacks=(plot.update,), **options)
+    finally:
+        plot.close()

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from einops import rearrange
 
-from minilineage.autoencoder import kl_to_standard_normal
 from minilineage.diffusion import randn
+from minilineage.models.autoencoder import kl_to_standard_normal
 
 from .images import grid
 from .player import FramePlayer
@@ -117,6 +117,13 @@ def traversal_player(
     return player
 
 
+def _knob(beta: float, vae) -> str:
+    """'β = 0.1', or 'β = 0.1 (β = 1 at σ² = 0.05)' for a model trained at another decoder variance."""
+    config = getattr(vae, "config", None)
+    var = getattr(config, "decoder_var", 0.5)
+    return f"β = {beta:g}" if var == 0.5 else f"β = {beta:g} (β = {config.beta:g} at σ² = {var:g})"
+
+
 @torch.no_grad()
 def beta_player(
     models_by_beta: Mapping[float, torch.nn.Module],
@@ -132,6 +139,8 @@ def beta_player(
     large beta: the reverse. Each frame: inputs | reconstructions decode(mu) | prior samples
     decode(z), z ~ N(0, I). Every model decodes the same z (when latent sizes match), so only
     the model changes. The caption gives the reconstruction MSE (pixels in [0, 1]) and the KL.
+    Only 2 sigma^2 beta matters (sigma^2 the decoder variance), so the keys are the beta at
+    sigma^2 = 1/2; a model trained at another `config.decoder_var` says so in its caption.
     """
     _check_batch(x)
     if not models_by_beta:
@@ -152,7 +161,7 @@ def beta_player(
         mse = (
             ((x_hat - x) / 2).pow(2).mean().item()
         )  # on the [0, 1] pixel scale, as students quote it
-        captions.append(f"β = {beta:g} · reconstruction MSE {mse:.4f} · KL {kl:.1f} nats")
+        captions.append(f"{_knob(beta, vae)} · reconstruction MSE {mse:.4f} · KL {kl:.1f} nats")
     player = FramePlayer.from_panels(
         [inputs, reconstructions, samples],
         titles=["input x", "decode(μ)", "prior samples"],

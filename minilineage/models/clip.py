@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .data import image_batches, load_dataset
-from .text import TextEncoder, Tokenizer
+from minilineage.data.captions import DIGIT_TEMPLATES, DIGIT_WORDS, all_captions
+from minilineage.models.text import TextEncoder, Tokenizer
 
 
 class ImageEncoder(nn.Module):
@@ -210,24 +210,19 @@ class CLIP(nn.Module):
 
 
 def caption_tokenizer(data, context_length: int = 16) -> Tokenizer:
-    """Tokenizer whose vocabulary holds every caption an `ImageData` can produce."""
-    captions = [
-        data.caption(label, k)
-        for label in range(len(data.classes))
-        for k in range(len(data.templates))
-    ]
-    return Tokenizer.from_captions(captions, context_length)
+    """Tokenizer whose vocabulary holds every caption an `ArrayData` can produce from its labels."""
+    return Tokenizer.from_captions(all_captions(data.classes, data.templates), context_length)
 
 
 @dataclass
 class MiniCLIPConfig(CLIPConfig):
     """A CLIPConfig that also holds the tokenizer's vocabulary, so one config rebuilds the whole model."""
 
-    vocab: list[str] = field(default_factory=list)  # empty: every word of the mnist-5k captions
+    vocab: list[str] = field(default_factory=list)  # empty: every word of the digit captions
 
     def __post_init__(self):
         if not self.vocab:
-            self.vocab = caption_tokenizer(load_dataset("mnist-5k", "test"), self.context_length).vocab
+            self.vocab = Tokenizer.from_captions(all_captions(DIGIT_WORDS, DIGIT_TEMPLATES), self.context_length).vocab
         self.vocab = list(self.vocab)
 
 
@@ -242,17 +237,6 @@ class MiniCLIP(CLIP):
 
     def __init__(self, config: MiniCLIPConfig):
         super().__init__(Tokenizer(config.vocab, config.context_length), config)
-
-
-def caption_batches(data, batch_size: int):
-    """`image_batches` plus captions {x, y, captions}: one random template per image."""
-    images = image_batches(data, batch_size)
-
-    def next_batch(step: int, generator: torch.Generator) -> dict:
-        batch = images(step, generator)
-        return {**batch, "captions": data.captions(batch["y"], generator)}
-
-    return next_batch
 
 
 def clip_recipe_loss(model: CLIP, batch: dict, generator: torch.Generator) -> torch.Tensor:

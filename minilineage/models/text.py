@@ -9,19 +9,15 @@ that trains it, and the image encoder it is paired with, are in `minilineage.cli
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
+from minilineage.data.captions import split_words
+
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = range(len(SPECIALS))
-
-
-def split_words(text: str) -> list[str]:
-    """Lower-case words and numbers of a text; everything else separates them."""
-    return re.findall(r"[a-z0-9]+", text.lower())
 
 
 class Tokenizer:

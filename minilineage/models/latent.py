@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from minilineage.autoencoder import (
+from minilineage.models.autoencoder import (
     conv_decoder,
     conv_encoder,
     kl_to_standard_normal,

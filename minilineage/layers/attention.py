@@ -1,9 +1,4 @@
-"""Neural building blocks shared by the diffusion models: time embedding, ResBlock, attention.
-
-Every residual branch here (ResBlock, self-attention, cross-attention) ends in a layer whose
-weights start at zero, so a freshly built block is exactly its skip path and a deep stack of
-them starts as the identity; training then grows each branch from nothing.
-"""
+"""Attention layers: self-attention over a feature map, and cross-attention to text tokens."""
 
 from __future__ import annotations
 
@@ -14,80 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-
-def norm(ch: int) -> nn.GroupNorm:
-    """GroupNorm with at most 8 groups, always a divisor of `ch`. Wu & He 2018.
-
-    Batch statistics are noisy at the small batches of a laptop; GroupNorm normalises each image
-    on its own. gcd(8, ch) keeps narrow layers valid: 4 channels -> 4 groups, 12 -> 4, 3 -> 1.
-    """
-    return nn.GroupNorm(math.gcd(8, ch), ch)
-
-
-def zero_init(module: nn.Module) -> nn.Module:
-    """Set a layer's weights and bias to zero, so the residual branch it ends starts silent."""
-    for p in module.parameters():
-        nn.init.zeros_(p)
-    return module
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of (possibly fractional) timesteps. Vaswani et al. 2017, Sec. 3.5; Ho et al. 2020.
-
-    emb[:, k] = cos(t * f_k) and emb[:, half + k] = sin(t * f_k), with f_k = max_period^(-k / half)
-    and half = dim // 2: first all cosines, then all sines (the DiT / guided-diffusion layout).
-    An odd `dim` gets one trailing zero.  t: (B,)  ->  (B, dim)
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None, :]  # (B, half)
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, 2 * half)
-    if dim % 2:
-        emb = F.pad(emb, (0, 1))  # (B, dim)
-    return emb
-
-
-class TimeEmbedding(nn.Module):
-    """Timestep t -> vector of size `dim`: sinusoids, then a small MLP. Ho et al. 2020, Appendix B.
-
-    The MLP lets the network learn which frequencies matter; every block then reads this vector.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.dim = dim
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_embedding(t, self.dim))  # (B, dim)
-
-
-class ResBlock(nn.Module):
-    """Residual conv block conditioned on an embedding by scale and shift (FiLM).
-
-    h = Conv(SiLU(GN(x))); h = GN(h) * (1 + scale) + shift; out = skip(x) + Conv(SiLU(h)).
-    Ho et al. 2020 add the embedding to h; Dhariwal & Nichol 2021 (Sec. 3, "adaptive group
-    normalization") found scale-shift better: the embedding can then multiply features, e.g.
-    turn a channel off at high noise, not only move it. Perez et al. 2018 (FiLM).
-    The last conv starts at zero, so a fresh block returns skip(x) exactly.
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float = 0.0):
-        super().__init__()
-        self.norm1 = norm(in_ch)
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.emb_proj = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_ch))
-        self.norm2 = norm(out_ch)
-        self.dropout = nn.Dropout(dropout)
-        self.conv2 = zero_init(nn.Conv2d(out_ch, out_ch, 3, padding=1))
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
-        scale, shift = rearrange(self.emb_proj(emb), "b (two c) -> two b c 1 1", two=2)  # 2 x (B, C_out, 1, 1)
-        h = self.norm2(h) * (1 + scale) + shift  # (B, C_out, H, W)
-        h = self.conv2(self.dropout(F.silu(h)))  # (B, C_out, H, W)
-        return self.skip(x) + h  # (B, C_out, H, W)
+from minilineage.layers.common import norm, zero_init
 
 
 class SelfAttention2d(nn.Module):
@@ -181,30 +103,3 @@ class SpatialCrossAttention(nn.Module):
         tokens = rearrange(self.norm(x), "b c h w -> b (h w) c")  # (B, H*W, C)
         h = self.attn(tokens, context, mask)  # (B, H*W, C)
         return x + rearrange(h, "b (h w) c -> b c h w", h=height, w=width)  # (B, C, H, W)
-
-
-class Downsample(nn.Module):
-    """Halve H and W with a stride-2 3x3 conv (learned, unlike pooling). Ho et al. 2020."""
-
-    def __init__(self, ch: int):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)  # (B, C, H/2, W/2)
-
-
-class Upsample(nn.Module):
-    """Double H and W: nearest-neighbour x2, then a 3x3 conv (avoids the checkerboard of a
-    transposed conv, Odena et al. 2016). Ho et al. 2020.
-
-    `out_ch` below `ch` lets a U-Net shed channels while upsampling: the conv runs at the new,
-    4x larger resolution, so producing fewer channels there is where the compute is saved.
-    """
-
-    def __init__(self, ch: int, out_ch: int | None = None):
-        super().__init__()
-        self.conv = nn.Conv2d(ch, out_ch or ch, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C_out, 2H, 2W)

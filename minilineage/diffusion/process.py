@@ -1,4 +1,4 @@
-"""The forward (noising) process of DDPM, its posterior, and the training loss.
+"""The forward (noising) process of DDPM and its posterior: the maths every diffusion model here shares.
 
 Ho et al. 2020, "Denoising Diffusion Probabilistic Models". Notation follows the paper:
 beta_t, alpha_t = 1 - beta_t, alpha_bar_t = prod_{s<=t} alpha_s, x0 the data, xt the noisy sample.
@@ -19,10 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from minilineage.schedules import make_betas
+from minilineage.diffusion.schedules import make_betas
 
 Model = Callable[..., Tensor]  # model(x, t, **cond) -> prediction, shaped like x
 Device = torch.device | str
@@ -99,8 +98,15 @@ class NoiseSchedule:
 
 
 def gather(coef: Tensor, t: Tensor, ndim: int) -> Tensor:
-    """coef[t] reshaped to (B, 1, ..., 1), `ndim` axes, to broadcast over a batch of that ndim."""
-    return coef[t].reshape(-1, *([1] * (ndim - 1)))  # (B,) -> (B, 1, ..., 1)
+    """coef[t] with trailing 1s appended up to `ndim` axes, to broadcast against x of that ndim.
+
+    t may be a scalar, one timestep per sample (B,), or one per frame (B, F) of a video
+    (B, F, C, H, W): coef[t] keeps t's shape and the remaining axes broadcast,
+    (B,) -> (B, 1, 1, 1) for images, (B, F) -> (B, F, 1, 1, 1) for videos.
+    """
+    if t.ndim > ndim:
+        raise ValueError(f"timesteps of shape {tuple(t.shape)} have more axes than x ({ndim})")
+    return coef[t].reshape(*t.shape, *([1] * (ndim - t.ndim)))  # t.shape + (1, ..., 1)
 
 
 def randn(shape: tuple[int, ...], generator: torch.Generator | None, device: Device) -> Tensor:
@@ -165,41 +171,6 @@ def predict_eps(sched: NoiseSchedule, xt: Tensor, t: Tensor, x0: Tensor) -> Tens
     return (xt - sqrt_alpha_bar * x0) / sqrt_one_minus_alpha_bar
 
 
-def _draw_t_eps(
-    sched: NoiseSchedule,
-    x0: Tensor,
-    generator: torch.Generator | None,
-    t: Tensor | None,
-    eps: Tensor | None,
-) -> tuple[Tensor, Tensor]:
-    """t ~ Uniform{0, ..., T-1} per sample, eps ~ N(0, I), unless given. Algorithm 1, lines 3-4."""
-    if t is None:
-        where = generator.device if generator is not None else x0.device
-        t = torch.randint(0, sched.T, (len(x0),), generator=generator, device=where)
-    if eps is None:
-        eps = randn(tuple(x0.shape), generator, x0.device).to(x0.dtype)
-    return t.to(x0.device), eps
-
-
-def eps_loss(
-    model: Model,
-    sched: NoiseSchedule,
-    x0: Tensor,
-    generator: torch.Generator | None,
-    t: Tensor | None = None,
-    eps: Tensor | None = None,
-    **cond: Tensor,
-) -> Tensor:
-    """The simplified loss ||eps - eps_theta(x_t, t)||^2. Ho et al. 2020, Algorithm 1, Eq. (14).
-
-    t and eps are drawn with `generator` unless given (tests pin them). `cond` (class labels y,
-    text context, ...) goes to the model unchanged. Returns the mean over batch and pixels.
-    """
-    t, eps = _draw_t_eps(sched, x0, generator, t, eps)
-    xt = q_sample(sched, x0, t, eps)
-    return F.mse_loss(model(xt, t, **cond), eps)
-
-
 def v_target(sched: NoiseSchedule, x0: Tensor, t: Tensor, eps: Tensor) -> Tensor:
     """The target of v-prediction. Salimans & Ho 2022, Sec. 4.
 
@@ -222,21 +193,3 @@ def eps_from_v(sched: NoiseSchedule, xt: Tensor, t: Tensor, v: Tensor) -> Tensor
     sqrt_alpha_bar = gather(sched.sqrt_alpha_bar, t, xt.ndim)  # (B, 1, ..., 1)
     sqrt_one_minus_alpha_bar = gather(sched.sqrt_one_minus_alpha_bar, t, xt.ndim)
     return sqrt_alpha_bar * v + sqrt_one_minus_alpha_bar * xt
-
-
-def v_loss(
-    model: Model,
-    sched: NoiseSchedule,
-    x0: Tensor,
-    generator: torch.Generator | None,
-    t: Tensor | None = None,
-    eps: Tensor | None = None,
-    **cond: Tensor,
-) -> Tensor:
-    """The v-prediction loss ||v - v_theta(x_t, t)||^2. Salimans & Ho 2022.
-
-    t and eps are drawn (or given) as in `eps_loss`.
-    """
-    t, eps = _draw_t_eps(sched, x0, generator, t, eps)
-    xt = q_sample(sched, x0, t, eps)
-    return F.mse_loss(model(xt, t, **cond), v_target(sched, x0, t, eps))

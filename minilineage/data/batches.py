@@ -1,0 +1,79 @@
+"""Minibatches as a pure function of (step, generator): the contract that makes a resumed run exact.
+
+A batch maker is `next_batch(step, generator) -> dict`. It keeps no state between calls, so the
+training loop can rebuild the batch of any step from a generator seeded with (seed, step): a run
+resumed at step k draws exactly the batches it would have drawn. Under torchrun every rank draws
+the same global batch from the same generator and keeps its own slice (`shard`), so N processes
+see exactly the batch one process would.
+
+Batches hold floats in [-1, 1] under "x" (converted from uint8 only for the drawn items), labels
+under "y", and for text-conditioned models one caption per item under "captions".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from minilineage.data.arrays import ArrayData, to_float
+
+BatchFn = Callable[[int, torch.Generator], dict]
+
+
+def image_batches(data: ArrayData, batch_size: int) -> BatchFn:
+    """Random minibatches {x, y} of `batch_size` items drawn with replacement, afresh at every step."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+
+    def next_batch(step: int, generator: torch.Generator) -> dict:
+        idx = torch.randint(len(data), (batch_size,), generator=generator)
+        return {"x": to_float(data.images[idx]), "y": data.labels[idx]}
+
+    return next_batch
+
+
+def caption_batches(data: ArrayData, batch_size: int) -> BatchFn:
+    """`image_batches` plus one caption per item {x, y, captions}: its own text, or a random template."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+
+    def next_batch(step: int, generator: torch.Generator) -> dict:
+        idx = torch.randint(len(data), (batch_size,), generator=generator)
+        batch = {"x": to_float(data.images[idx]), "y": data.labels[idx]}
+        return {**batch, "captions": data.captions(idx, generator)}
+
+    return next_batch
+
+
+def bucket_batches(buckets: Sequence[ArrayData], batch_size: int, with_captions: bool = False) -> BatchFn:
+    """Minibatches from datasets of different item shapes (sizes, lengths), each batch from one bucket.
+
+    A bucket is drawn with probability proportional to its size, so every item is equally likely
+    to be seen, as in one big dataset; items of one shape then share a batch without cropping or
+    padding (native-size training, as NaViT and Sora do). Stateless like `image_batches`.
+    """
+    if not buckets:
+        raise ValueError("bucket_batches needs at least one bucket")
+    sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float64)
+    inner = [(caption_batches if with_captions else image_batches)(b, batch_size) for b in buckets]
+
+    def next_batch(step: int, generator: torch.Generator) -> dict:
+        k = torch.multinomial(sizes, 1, generator=generator).item()
+        return inner[k](step, generator)
+
+    return next_batch
+
+
+def shard(batch: dict, rank: int, world: int) -> dict:
+    """This rank's contiguous slice of a global batch: items [rank * B / world, (rank + 1) * B / world)."""
+    if world == 1:
+        return batch
+    sizes = {len(v) for v in batch.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"batch entries have different lengths {sorted(sizes)}")
+    total = sizes.pop()
+    if total % world:
+        raise ValueError(f"global batch size {total} is not divisible by the {world} processes")
+    part = total // world
+    return {k: v[rank * part : (rank + 1) * part] for k, v in batch.items()}

@@ -1,0 +1,30 @@
+"""The networks of the course, each a config dataclass plus an nn.Module built from it.
+
+`MODELS` names every class a checkpoint or a diffusion pipeline may hold; `build(name, config)`
+makes one from its recorded config (a dict, as checkpoints store it).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from minilineage.models.autoencoder import VAE, Autoencoder
+from minilineage.models.classifier import LeNet
+from minilineage.models.clip import MiniCLIP
+from minilineage.models.latent import LatentVAE
+from minilineage.models.text import TextEncoder, Tokenizer
+from minilineage.models.unet import UNet
+from minilineage.models.vit import ViT
+
+MODELS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (Autoencoder, VAE, LeNet, MiniCLIP, LatentVAE, UNet, ViT)}
+
+
+def build(name: str, config: dict) -> nn.Module:
+    """A fresh model of class `name` from its config dict (as a checkpoint records it)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model class {name!r}; known: {', '.join(MODELS)}")
+    cls = MODELS[name]
+    return cls(cls.Config(**config))
+
+
+__all__ = ["MODELS", "VAE", "Autoencoder", "LatentVAE", "LeNet", "MiniCLIP", "TextEncoder", "Tokenizer", "UNet", "ViT", "build"]

@@ -1,0 +1,18 @@
+"""Named, reproducible training recipes: model + data + loss + a CPU and a GPU preset + an evaluation.
+
+`core` says what a recipe is and trains one (`train_recipe`); `course` registers the course's recipes.
+"""
+
+from minilineage.recipes import course, vision  # noqa: F401  (importing them registers every recipe)
+from minilineage.recipes.core import (
+    PRESETS,
+    RECIPES,
+    Preset,
+    Recipe,
+    TrainResult,
+    get_recipe,
+    register,
+    train_recipe,
+)
+
+__all__ = ["PRESETS", "RECIPES", "Preset", "Recipe", "TrainResult", "get_recipe", "register", "train_recipe"]
