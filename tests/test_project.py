@@ -24,9 +24,16 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!\[ ]", requirement, maxsplit=1)[0].lower()
 
 
+def installed_extras() -> list[str]:
+    """The extras `make install` installs (EXTRAS ?= ... in the Makefile)."""
+    return re.search(r"^EXTRAS \?= (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1).split(",")
+
+
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = set(project["dependencies"]) | set(project["optional-dependencies"]["dev"])
+    extras = project["optional-dependencies"]
+    assert set(installed_extras()) <= set(extras), f"make install names extras pyproject lacks: {installed_extras()}"
+    wanted = set(project["dependencies"]).union(*(extras[name] for name in installed_extras()))
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     listed = {r for r in pip_section if not r.startswith("-e")}

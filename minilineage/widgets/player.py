@@ -119,7 +119,8 @@ def _title_row(titles: Sequence[str], widths: Sequence[int], gap: int) -> widget
     """Centred labels, each exactly as wide as the panel below it."""
     labels = [
         widgets.HTML(
-            value=f"<div style='text-align:center'>{title}</div>",
+            # narrow panels (one 28-pixel digit) wrap a long title onto two lines instead of overrunning the next
+            value=f"<div style='text-align:center;font-size:smaller;line-height:1.2;overflow-wrap:anywhere'>{title}</div>",
             layout=widgets.Layout(width=f"{width}px", margin=f"0 {gap}px 0 0", padding="0"),
         )
         for title, width in zip(titles, widths, strict=True)
