@@ -441,7 +441,7 @@ for name, images in samples.items():
     scores[name] = judge(images)
     confident = scores[name][0]
     print(f"{name:40s} confident {confident:.1%} ± {math.sqrt(confident * (1 - confident) / n):.1%}   FID-LeNet {scores[name][1]:7.1f}")
-print(f"{n} real training digits: FID-LeNet {floor['real_floor']:.1f} ± {floor['real_floor_std']:.1f} (the level of a perfect model)")
+print(f"{n} real training digits: FID-LeNet {floor['real_floor']:.1f} ± {floor['real_floor_std']:.1f} (the real-data reference level at this N, mean ± std over 5 draws: not a floor)")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -480,14 +480,7 @@ print("rows:", " | ".join(samples))
 # matched VAE, 1 for `vae-mnist`, 5 for `vae-mnist-beta5`):
 
 # %%
-def sharpness(images: torch.Tensor) -> tuple[float, float]:
-    """(share of grey pixels in (0.2, 0.8) among inked ones, mean edge strength) on the [0, 1] scale."""
-    p = (images + 1) / 2
-    inked = p > 0.2
-    grey = ((p > 0.2) & (p < 0.8)).sum() / inked.sum()
-    edges = (p[..., 1:, :] - p[..., :-1, :]).abs().mean() + (p[..., :, 1:] - p[..., :, :-1]).abs().mean()
-    return grey.item(), edges.item()
-
+from minilineage.metrics import sharpness  # (grey share of inked pixels, edge strength); see its docstring
 
 beta5 = load_model("vae-mnist-beta5")
 blur = {}

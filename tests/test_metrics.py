@@ -15,8 +15,10 @@ from minilineage.metrics import (
     feature_stats,
     fid_lenet,
     frechet_distance,
+    lenet_features,
     load_classifier,
     load_samples,
+    real_floor,
 )
 from minilineage.models.classifier import (
     LeNet,
@@ -121,6 +123,25 @@ def _real_train_digits(n: int = 500):
     data = load_dataset("mnist-5k", "train")
     pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(1))[:n]
     return data.images[pick].numpy(), data.labels[pick].numpy()
+
+
+@needs_shipped
+def test_class_matched_real_level_draws_the_requested_counts_and_sits_below_random_draws_at_small_n(monkeypatch):
+    classifier = load_classifier()
+    train = load_dataset("mnist-5k", "train")
+    features = lenet_features(classifier, train.float_images())
+    reference = feature_stats(lenet_features(classifier, load_dataset("mnist-5k", "test").float_images()))
+    drawn = []
+    monkeypatch.setattr("minilineage.metrics.feature_stats", lambda phi: drawn.append(phi) or feature_stats(phi))
+    labels = torch.arange(100) % 10
+    matched = real_floor(classifier, 100, reference, draws=10, features=features, labels=labels)
+    counts = torch.stack([torch.bincount(train.labels[(features[:, None] == phi[None]).all(-1).nonzero()[:, 0]],
+                                         minlength=10) for phi in drawn])  # which training digits each draw holds
+    assert matched["floor_n"] == 100 and (counts == 10).all()
+    monkeypatch.undo()
+    random = real_floor(classifier, 100, reference, draws=10, features=features)
+    # balanced classes, like the reference's 50 per class, leave the between-class spread out of the bias
+    assert matched["real_floor"] < 0.85 * random["real_floor"] and matched["real_floor_std"] < random["real_floor_std"]
 
 
 @needs_shipped

@@ -64,6 +64,16 @@ def test_quadratic_betas_are_linear_in_sqrt_beta_with_the_linear_endpoints():
     assert betas[-1].item() == pytest.approx(0.02, rel=1e-12)
 
 
+def test_quadratic_betas_lie_below_the_linear_ones_between_equal_endpoints():
+    quadratic, linear = quadratic_betas(1000), linear_betas(1000)
+    assert quadratic[0] == linear[0] and quadratic[-1] == pytest.approx(linear[-1].item(), rel=1e-12)
+    assert (quadratic[1:-1] < linear[1:-1]).all()  # less noise at every step in between
+    gap = linear - quadratic
+    assert gap.argmax().item() in (499, 500)  # most of all in the middle
+    alpha_bar_T = [torch.prod(1 - b).item() for b in (quadratic, linear)]
+    assert alpha_bar_T[0] == pytest.approx(7.33e-4, rel=1e-2) and alpha_bar_T[1] == pytest.approx(4.04e-5, rel=1e-2)
+
+
 def test_cosine_alpha_bar_follows_the_cos_squared_formula():
     T, s = 1000, 0.008
     alpha_bar = torch.cumprod(1 - cosine_betas(T), dim=0)

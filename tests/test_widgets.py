@@ -248,3 +248,17 @@ def test_loss_plot_in_a_notebook_redraws_one_output_every_n_steps(monkeypatch):
     plot.close()
     assert len(Handle.updates) == 3 and Handle.updates[-1].data.startswith(b"\x89PNG")
     assert plot.figure().axes[0].get_yscale() == "log"
+
+
+def test_stroke_lift_is_one_for_a_uniform_map_and_the_inverse_stroke_share_for_a_map_on_the_strokes():
+    from minilineage.widgets.ldm import ink_mask, stroke_lift
+
+    image = -torch.ones(1, 1, 28, 28)
+    image[..., 4:12, 8:16] = 1.0  # ink fills the 7x7 cells (1..2, 2..3): 4 of 49 cells
+    stroke = ink_mask(image, (7, 7))
+    assert stroke.sum() == 4 and stroke[0, 1:3, 2:4].all()
+    uniform = torch.full((1, 1, 7, 7), 1 / 49)
+    on_strokes = stroke[:, None].float() / 4  # all weight on the 4 stroke cells
+    off_strokes = (~stroke[:, None]).float() / 45
+    lift = stroke_lift(torch.cat([uniform, on_strokes, off_strokes], dim=1), image)  # (1, 3)
+    assert torch.allclose(lift, torch.tensor([[1.0, 49 / 4, 0.0]]))

@@ -17,7 +17,7 @@ import torch
 from ipywidgets.widgets.widget_link import Link
 
 from minilineage.diffusion import NoiseSchedule, q_sample
-from minilineage.diffusion.samplers import ddim_sample, ddpm_sample
+from minilineage.diffusion.samplers import ddim_denoise, ddim_sample, ddim_timesteps, ddpm_sample
 from minilineage.widgets import (
     FramePlayer,
     PlayerSwitch,
@@ -33,6 +33,7 @@ from minilineage.widgets import (
     to_pixels,
     traversal_player,
 )
+from minilineage.widgets.diffusion import interpolation_player, slerp
 
 
 class PaintVAE:
@@ -267,11 +268,11 @@ def test_reverse_player_shows_xt_x0_hat_and_scaled_eps_every_kth_step():
         for t in reversed(range(6))
     ]
     player = reverse_player(trajectory, every=2, scale=1, nrow=2)
-    assert len(player) == 6 // 2
+    assert len(player) == 6 // 2 + 1  # every 2nd step back from the last, and x_T first
     assert [c.value for c in player.captions] == [
-        f"t = {t} · reverse step {6 - t} of 6" for t in (4, 2, 0)
+        f"t = {t} · reverse step {6 - t} of 6" for t in (5, 4, 2, 0)
     ]
-    player.slider.value = 1  # t = 2
+    player.slider.value = 2  # t = 2
     widths = [grid(constant(0), nrow=2).shape[-1]] * 3
     pixels = decode_png(player.current_png())
     for index, value in enumerate((0.2, -0.2, 0.6 / 3)):
@@ -288,8 +289,10 @@ def test_reverse_player_of_a_ddpm_run_ends_at_the_sample():
         trajectory=True,
     )
     player = reverse_player(trajectory, every=5, scale=1)
-    assert len(player) == 2 and player.captions[-1].value.startswith("t = 0 ")
-    player.slider.value = 1
+    assert len(player) == 3 and player.captions[-1].value.startswith("t = 0 ")
+    assert player.captions[0].value.startswith("t = 9 ")  # the chain starts at x_T
+    torch.testing.assert_close(trajectory[0]["xt"], torch.randn(3, 1, 4, 4, generator=torch.Generator().manual_seed(0)))
+    player.slider.value = 2
     widths = [grid(x0, nrow=4).shape[-1]] * 3
     assert np.array_equal(
         panel(decode_png(player.current_png()), widths, 1), to_pixels(grid(x0, nrow=4))
@@ -332,3 +335,38 @@ def test_step_comparison_starts_every_run_from_the_same_noise_and_counts_evaluat
         49
     ]  # Eq. (15)
     assert player.current_png() == png_bytes(grid(one_jump.clamp(-1, 1)), scale=1)
+
+
+# --- Chapter 3: interpolation through DDIM's noise space --------------------------------------
+
+
+def test_slerp_keeps_the_norm_of_equal_norm_noises_and_hits_both_ends():
+    a, b = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0)).unbind(0)
+    a, b = a[None], b[None] * a.norm() / b.norm()  # (1, 3, 8, 8) each, equal norms
+    torch.testing.assert_close(slerp(a, b, 0.0), a)
+    torch.testing.assert_close(slerp(a, b, 1.0), b)
+    middle = slerp(a, b, 0.5)
+    assert middle.norm().item() == pytest.approx(a.norm().item(), rel=1e-5)  # on the sphere
+    assert ((a + b) / 2).norm().item() < 0.8 * a.norm().item()  # the straight line is not
+    cos = lambda u, v: (u * v).sum() / (u.norm() * v.norm())
+    assert cos(middle, a).item() == pytest.approx(cos(middle, b).item(), rel=1e-5)  # halfway in angle
+
+
+def test_interpolation_player_decodes_each_slerped_noise_with_ddim():
+    sched = NoiseSchedule.named("linear", 50)
+    model = lambda x, t, y: 0.2 * x + 0.05 * y.view(-1, 1, 1, 1)
+    xT_a = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    xT_b = torch.randn(1, 1, 4, 4, generator=torch.Generator().manual_seed(2))
+    y = torch.tensor([3])
+    player = interpolation_player(model, sched, xT_a, xT_b, steps=5, n_frames=3, scale=1, y=y)
+    assert len(player) == 3 and player.captions[1].value.startswith("weight 0.50 of the second noise")
+    widths = [grid(xT_a, nrow=1).shape[-1]] * 2
+    for k, weight in enumerate((0.0, 0.5, 1.0)):
+        player.slider.value = k
+        noise = slerp(xT_a, xT_b, weight)
+        decoded = ddim_denoise(model, sched, noise, ddim_timesteps(50, 5), None, y=y)
+        pixels = decode_png(player.current_png())
+        assert np.array_equal(panel(pixels, widths, 0), to_pixels(grid(noise, nrow=1)))
+        assert np.array_equal(panel(pixels, widths, 1), to_pixels(grid(decoded, nrow=1)))
+    with pytest.raises(ValueError, match="two noises of one shape"):
+        interpolation_player(model, sched, xT_a, xT_b[..., :2], y=y)

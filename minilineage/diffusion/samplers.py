@@ -4,7 +4,8 @@ Built from two one-step updates and one loop:
   ddpm_step   x_t -> x_{t-1}, ancestral (Ho et al. 2020, Algorithm 2)
   ddim_step   x_t -> x_s for any s < t (Song et al. 2021, Eq. (12)), deterministic at eta = 0
   reverse     runs a step function over a list of timesteps, optionally holding known entries fixed
-and the usual entry points on top: `ddpm_sample`, `ddim_sample`, `sample_with_steps`, `sdedit`.
+and the usual entry points on top: `ddpm_sample`, `ddim_sample`, `sample_with_steps`, `sdedit`, and
+`ddim_invert`, which runs the deterministic DDIM update the other way (data -> noise).
 
 Every sampler takes any callable `model(x, t, **cond) -> eps_hat` (a U-Net, a DiT, a lambda in a
 test), a `NoiseSchedule`, and a `torch.Generator` for all of its randomness. Timesteps are 0-based
@@ -237,6 +238,32 @@ def ddim_denoise(model: Model, sched: NoiseSchedule, xt: Tensor, timesteps: Tens
     sched = sched.to(xt.device)
     return reverse(model, sched, xt, timesteps.tolist(), ddim_update(sched, generator, eta, clip_x0),
                    generator, given, trajectory, **cond)
+
+
+@torch.no_grad()
+def ddim_invert(model: Model, sched: NoiseSchedule, x0: Tensor, timesteps: Sequence[int],
+                clip_x0: float | None = 1.0, **cond: Tensor) -> Tensor:
+    """Run deterministic DDIM forwards, x0 -> x_T: encode data into the noise that DDIM decodes back to it.
+
+    Song et al. 2021, Sec. 4.3: at eta = 0, Eq. (12) is an Euler step of the ODE of their Eq. (14),
+    which can be integrated in either direction. `timesteps` rise, e.g. `ddim_timesteps(T, n).flip(0)`;
+    x0 stands in for the sample at timesteps[0], and each step re-noises x0_hat(x_t) to the next, higher
+    level with the same eps_hat. `ddim_denoise` over the same timesteps reversed undoes it, up to the
+    error of evaluating eps_hat at the start of each step instead of its end.
+    """
+    timesteps = [int(s) for s in timesteps]
+    if any(b <= a for a, b in zip(timesteps, timesteps[1:])):
+        raise ValueError(f"inversion needs rising timesteps, got {timesteps[:3]}...")
+    sched, x = sched.to(x0.device), x0
+    for t_now, t_next in zip(timesteps, timesteps[1:]):
+        t = torch.full(x.shape[:1], t_now, dtype=torch.long, device=x.device)  # (B,)
+        # 1. predicted x0 and the noise consistent with it, as in `ddim_step`
+        x0_hat = _x0_hat(sched, x, t, _predict(model, x, t, cond), clip_x0)
+        eps_hat = predict_eps(sched, x, t, x0_hat)
+        # 2. Eq. (12) at eta = 0 towards the higher noise level t_next
+        alpha_bar_next = gather(sched.alpha_bar, torch.full_like(t, t_next), x.ndim)
+        x = alpha_bar_next.sqrt() * x0_hat + (1 - alpha_bar_next).sqrt() * eps_hat
+    return x
 
 
 def ddim_sample(model: Model, sched: NoiseSchedule, shape: tuple[int, ...], steps: int,

@@ -46,8 +46,11 @@ def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> to
 def quadratic_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
     """Betas whose square root rises linearly (the "quadratic" schedule of DDPM/LDM code bases).
 
-    Endpoints are scaled by 1000 / T like `linear_betas`. Compared with the linear schedule it
-    adds less noise in the middle steps and more at the end.
+    Endpoints are scaled by 1000 / T like `linear_betas`. It has the linear schedule's two endpoints
+    and lies below it at every step in between (sqrt is concave, so squaring the straight line in
+    sqrt(beta) bends it under the chord): less noise per step, most of all in the middle steps, so
+    alpha_bar stays higher for longer and x_T keeps more of the image (alpha_bar_T = 7.3e-4 at
+    T = 1000, against 4.0e-5 for the linear schedule).
     """
     start, end = _scaled_endpoints(T, beta_start, beta_end)
     return torch.linspace(start**0.5, end**0.5, T, dtype=torch.float64) ** 2  # (T,)

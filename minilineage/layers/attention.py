@@ -41,7 +41,8 @@ class CrossAttention(nn.Module):
     """Attention with queries from image tokens and keys/values from context (text) tokens.
 
     out = softmax(Q K^T / sqrt(d) + mask) V, Q = x W_q, K = c W_k, V = c W_v.
-    Vaswani et al. 2017, Eq. (1); used for text conditioning by Rombach et al. 2022, Eq. (3).
+    Vaswani et al. 2017, Eq. (1); used for text conditioning by Rombach et al. 2022, Sec. 3.3 (the
+    unnumbered equation just before their Eq. (3), in column-vector form: Q = W_Q phi(z_t), K = W_K tau(y)).
 
     `mask` (B, N_ctx) bool is True for real context tokens and False for padding, which then
     gets exactly zero weight. Written with einsum and softmax, not a fused kernel, so the
@@ -87,7 +88,8 @@ class SpatialCrossAttention(nn.Module):
     The pixels become H*W tokens, attend to the context tokens, and the result is added back
     (Rombach et al. 2022, Sec. 3.3). The output projection starts at zero, so before training
     the text changes nothing. `self.attn.last_weights` reshaped to (B, heads, H, W, N_ctx)
-    shows where in the image each word acts.
+    shows where in the image each context token's vector is read; that is not where a word acts
+    (see `DiffusionPipeline.cross_attention_maps`).
     """
 
     def __init__(self, ch: int, context_dim: int, heads: int = 4):

@@ -1,4 +1,5 @@
-"""Chapter 3 widgets: the forward process over t for several schedules, and the reverse process.
+"""Chapter 3 widgets: the forward process over t for several schedules, the reverse process, the
+effect of the step count, and a walk between two images through DDIM's noise space.
 
 All frames are computed up front, so every widget here plays in a static HTML page. Timesteps are
 0-based indices as in `minilineage.diffusion`: index t is the paper's step t + 1, and
@@ -179,7 +180,8 @@ def _shown_steps(trajectory: Sequence[dict], every: int) -> list[int]:
         raise ValueError(
             f"trajectory records need keys t, xt, x0_hat, eps_hat; missing {sorted(missing)}"
         )
-    return list(range(len(trajectory) - 1, -1, -every))[::-1]
+    shown = list(range(len(trajectory) - 1, -1, -every))[::-1]
+    return shown if shown[0] == 0 else [0, *shown]  # the first record too: x_T, where sampling starts
 
 
 def reverse_player(
@@ -190,7 +192,7 @@ def reverse_player(
     trajectory: from `ddpm_sample(..., trajectory=True)` or `ddim_sample`, records {t, xt,
     x0_hat, eps_hat} from t = T-1 down to 0. x0_hat is Eq. (15) of Ho et al. 2020, the network's
     guess of the clean image at that step; eps_hat is shown divided by 3 (+-3 sigma = black to
-    white). Shows every `every`-th step, always including the last: len(trajectory) / every frames.
+    white). Shows every `every`-th step counted back from the last, and the first (x_T) as well.
     """
     shown = _shown_steps(trajectory, every)
     records = [trajectory[i] for i in shown]
@@ -254,5 +256,55 @@ def step_comparison(
             f"DDIM, {steps} steps · {counted.calls} network evaluations (DDPM: {sched.T})"
         )
     player = FramePlayer(frames, captions=captions, scale=scale, description="steps")
+    player.slider.readout = False
+    return player
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
+    """Spherical interpolation between batches a and b (B, ...), per sample. Shoemake 1985.
+
+    Gaussian noise of dimension D lies near the sphere of radius sqrt(D); a straight line between two
+    such points passes well inside it (at weight 1/2 its norm is about 0.71 sqrt(D)), where no x_T is
+    ever drawn. The great circle stays on the sphere, as in Song et al. 2021 (DDIM), Sec. 5.3.
+    """
+    flat_a, flat_b = a.flatten(1), b.flatten(1)  # (B, D)
+    cos = (flat_a * flat_b).sum(1) / (flat_a.norm(dim=1) * flat_b.norm(dim=1))
+    theta = cos.clamp(-1, 1).acos().reshape(-1, *[1] * (a.ndim - 1))  # (B, 1, ..., 1)
+    return (torch.sin((1 - weight) * theta) * a + torch.sin(weight * theta) * b) / torch.sin(theta)
+
+
+@torch.no_grad()
+def interpolation_player(
+    model: Callable[..., torch.Tensor],
+    sched: NoiseSchedule,
+    xT_a: torch.Tensor,
+    xT_b: torch.Tensor,
+    steps: int = 25,
+    n_frames: int = 9,
+    scale: int = 3,
+    clip_x0: float | None = 1.0,
+    **cond: torch.Tensor,
+) -> FramePlayer:
+    """Walk from one noise x_T to another along the sphere and decode every point with DDIM (eta = 0).
+
+    Song et al. 2021, Sec. 5.3. xT_a, xT_b: (B, C, H, W), e.g. from `ddim_invert` of two images, so
+    the first and last frames decode back to (about) those images. Frame k decodes
+    slerp(xT_a, xT_b, k / (n_frames - 1)); all frames are decoded in one batch with `steps` DDIM
+    steps. Each frame: the noise | what DDIM makes of it. `cond` goes to the model, its batch axis
+    matching xT_a's.
+    """
+    if xT_a.shape != xT_b.shape or xT_a.ndim != 4:
+        raise ValueError(f"need two noises of one shape (B, C, H, W), got {tuple(xT_a.shape)} and {tuple(xT_b.shape)}")
+    if n_frames < 2:
+        raise ValueError(f"n_frames must be >= 2, got {n_frames}")
+    weights = [k / (n_frames - 1) for k in range(n_frames)]
+    noise = torch.cat([slerp(xT_a, xT_b, w) for w in weights])  # (n_frames * B, C, H, W)
+    repeated = {key: value.repeat(n_frames, *[1] * (value.ndim - 1)) for key, value in cond.items()}
+    decoded = ddim_denoise(model, sched, noise, ddim_timesteps(sched.T, steps), None, 0.0, clip_x0=clip_x0, **repeated)
+    B = len(xT_a)
+    panels = [[grid(x[k * B : (k + 1) * B], nrow=1) for k in range(n_frames)] for x in (noise, decoded)]
+    captions = [f"weight {w:.2f} of the second noise · DDIM, {steps} steps" for w in weights]
+    player = FramePlayer.from_panels(panels, titles=["x_T", "DDIM's x_0"], captions=captions, scale=scale,
+                                     description="weight")
     player.slider.readout = False
     return player

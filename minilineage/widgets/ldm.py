@@ -13,8 +13,10 @@ from collections.abc import Sequence
 import ipywidgets as widgets
 import numpy as np
 import torch
+import torch.nn.functional as F
 import traitlets
 from einops import rearrange
+from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -24,29 +26,37 @@ from .images import figure_png, grid, to_pixels
 from .player import FramePlayer
 
 LATENT_DISPLAY_SCALE = 3.0  # scaled latents have unit std: +-3 fills the grey range
+INK_THRESHOLD = 0.2  # a cell of an attention map is "stroke" when its pixels average over 20 % ink
 
 
 def similarity_figure(images: torch.Tensor, captions: Sequence[str], logits: torch.Tensor, labels: torch.Tensor,
                       caption_labels: torch.Tensor) -> Figure:
     """The N x N matrix of scaled cosine similarities, images down the side, captions along the top.
 
-    Row i is an N-way classification "which caption is image i's?": its softmax is shaded and its
-    argmax boxed, green when the picked caption names the image's digit, red otherwise.
+    Row i is an N-way classification "which caption is image i's?": its softmax is shaded and
+    printed in every cell that holds at least 1 % of the row, and its argmax is boxed, green when
+    the picked caption names the image's digit, red otherwise. Sized for a projector: 18 pt
+    captions and 17 pt numbers on cells under an inch wide.
     """
     n = len(images)
     probs = logits.softmax(dim=1)  # (N, N), each row sums to 1
-    figure = Figure(figsize=(3.2 + 0.6 * n, 2.8 + 0.6 * n), dpi=90, layout="constrained")  # 11 pt text: legible on a projector
+    cell = 0.85  # inches per matrix cell
+    figure = Figure(figsize=(cell * (n + 1) + 3.2, cell * n + 3.4), dpi=80, layout="constrained")
     ax = figure.add_subplot()
     ax.imshow(probs.numpy(), cmap="Blues", vmin=0, vmax=1, extent=(-0.5, n - 0.5, n - 0.5, -0.5))
     for i in range(n):
+        ax.imshow(to_pixels(images[i]), cmap="gray", vmin=0, vmax=255, extent=(-1.55, -0.6, i + 0.45, i - 0.45))
+        for j in range(n):
+            if probs[i, j] >= 0.01:  # dark cells get white digits, light ones black
+                ax.text(j, i, f"{probs[i, j]:.2f}".lstrip("0"), ha="center", va="center", fontsize=17,
+                        color="white" if probs[i, j] > 0.5 else "black")
         j = int(probs[i].argmax())
         color = "green" if int(caption_labels[j]) == int(labels[i]) else "red"
-        ax.imshow(to_pixels(images[i]), cmap="gray", vmin=0, vmax=255, extent=(-1.55, -0.6, i + 0.45, i - 0.45))
-        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=color, lw=2.5))
-        ax.text(j, i, f"{probs[i, j]:.2f}", ha="center", va="center", fontsize=11, color="white")
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=color, lw=3.5))
     ax.set_xlim(-1.6, n - 0.5), ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xticks(range(n), captions, rotation=45, ha="left", va="bottom", rotation_mode="anchor", fontsize=11)
+    ax.set_xticks(range(n), captions, rotation=40, ha="left", va="bottom", rotation_mode="anchor", fontsize=18)
     ax.xaxis.tick_top()
+    ax.tick_params(axis="x", length=0, pad=4)
     ax.set_yticks([])
     for side in ax.spines.values():
         side.set_visible(False)
@@ -88,29 +98,56 @@ def latent_strip(z: torch.Tensor, upscale: int = 4) -> torch.Tensor:
     return strip.repeat_interleave(upscale, dim=-2).repeat_interleave(upscale, dim=-1)  # nearest-neighbour
 
 
-def attention_figure(images: torch.Tensor, maps: torch.Tensor, tokens: Sequence[str]) -> Figure:
-    """Each image with each token's cross-attention map laid over it (rows: samples, columns: tokens).
+def ink_mask(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Which cells of an h x w grid over each image hold stroke: images (B, 1, H, W) in [-1, 1] -> (B, h, w) bool.
 
-    maps (B, N, h, w): attention weights, summing to 1 over the N tokens at each position. Each map is
-    shaded relative to its own maximum (where the token acts); the number in the corner is the token's
-    share of all the attention (how much it acts).
+    A cell is stroke when its pixels average more than INK_THRESHOLD ink (ink = (x + 1) / 2): for
+    MNIST at 7 x 7 that is about a quarter of the cells.
+    """
+    ink = F.adaptive_avg_pool2d((images + 1) / 2, size)[:, 0]  # (B, h, w), mean ink per cell
+    return ink > INK_THRESHOLD
+
+
+def stroke_lift(maps: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """How strongly each token's attention map sits on the strokes: maps (B, N, h, w), images (B, 1, H, W) -> (B, N).
+
+    (share of the map's weight on stroke cells) / (share of the cells that are stroke): 1 means the
+    token is read no more on the strokes than anywhere else, 2 twice as much, 0.5 half as much (it is
+    read on the background). NaN for an image without strokes.
+    """
+    stroke = ink_mask(images, maps.shape[-2:]).float()[:, None]  # (B, 1, h, w)
+    on_ink = (maps * stroke).sum(dim=(-2, -1)) / maps.sum(dim=(-2, -1))  # (B, N)
+    return on_ink / stroke.mean(dim=(-2, -1))  # 0 / 0 = NaN without strokes
+
+
+def attention_figure(images: torch.Tensor, maps: torch.Tensor, tokens: Sequence[str]) -> Figure:
+    """Each image and each token's cross-attention map (rows: images, columns: tokens), all on one colour scale.
+
+    maps (B, N, h, w): attention weights, summing to 1 over the N tokens at each position. Every map
+    is shaded on the same (square-root) scale, 0 to the largest weight in the figure, so a dark map is
+    a token that gets little attention; the cyan line is the image's strokes. Above each map: the token's share of
+    all the attention (how much it is read) and its `stroke_lift` (where: x1 no preference, above 1
+    on the strokes, below 1 on the background).
     """
     b, n = maps.shape[:2]
-    figure = Figure(figsize=(1.1 * (n + 1), 1.25 * b), dpi=90, layout="constrained")  # legible on a projector
-    axes = np.array(figure.subplots(b, n + 1, squeeze=False))
+    lift = stroke_lift(maps, images)  # (B, N)
     size = images.shape[-1]
+    extent = (-0.5, size - 0.5, size - 0.5, -0.5)  # the h x w map stretched over the H x W image
+    shade = PowerNorm(0.5, vmin=0, vmax=float(maps.max()))  # one scale for all; the square root keeps faint maps visible
+    figure = Figure(figsize=(1.6 * (n + 1) + 1.0, 1.75 * b + 0.5), dpi=100, layout="constrained")
+    axes = np.array(figure.subplots(b, n + 1, squeeze=False))
     for i in range(b):
-        digit = to_pixels(images[i])
-        axes[i, 0].imshow(digit, cmap="gray", vmin=0, vmax=255)
+        axes[i, 0].imshow(to_pixels(images[i]), cmap="gray", vmin=0, vmax=255)
         for j in range(n):
-            axes[i, j + 1].imshow(digit, cmap="gray", vmin=0, vmax=255)
-            axes[i, j + 1].imshow(maps[i, j].numpy(), cmap="inferno", alpha=0.6, vmin=0, vmax=float(maps[i, j].max()),
-                                  extent=(-0.5, size - 0.5, size - 0.5, -0.5), interpolation="nearest")
-            axes[i, j + 1].text(0.5, 3.5, f"{maps[i, j].mean():.0%}", color="white", fontsize=11)
-    for j, title in enumerate(["sample", *tokens]):
-        axes[0, j].set_title(title, fontsize=12)
+            ax = axes[i, j + 1]
+            shown = ax.imshow(maps[i, j].numpy(), cmap="magma", norm=shade, extent=extent, interpolation="nearest")
+            ax.contour(images[i, 0].numpy(), levels=[0.0], colors="cyan", linewidths=1.2)
+            numbers = f"{maps[i, j].mean():.0%} · ×{lift[i, j]:.1f}"
+            ax.set_title(f"{tokens[j]}\n{numbers}" if i == 0 else numbers, fontsize=13)
+    axes[0, 0].set_title("image\n", fontsize=13)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
+    figure.colorbar(shown, ax=axes[:, 1:], shrink=0.9, pad=0.02).set_label("attention weight", fontsize=12)
     return figure
 
 
@@ -170,7 +207,9 @@ class TextToImage(widgets.VBox):
         maps = maps[:, :real].cpu()  # padding tokens get zero weight: show only the prompt's real tokens
         names = [tokenizer.vocab[i] for i in tokens[0, :real].tolist()]
         picture = widgets.Image(value=figure_png(attention_figure(images[:1].cpu(), maps[:1], names)), format="png")
-        page = widgets.VBox([player, widgets.HTML("<b>cross-attention per token</b> (averaged over steps)"), picture])
+        legend = widgets.HTML("<b>cross-attention per token</b>, averaged over the steps; above each map: the token's share "
+                              "of the attention · how much more of it lands on the strokes than chance (×1)")
+        page = widgets.VBox([player, legend, picture])
         page.player, page.images, page.maps, page.tokens = player, images.cpu(), maps, names
         return page
 
