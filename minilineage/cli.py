@@ -16,18 +16,20 @@ import torch
 
 from minilineage import bench
 from minilineage.checkpoint import load_model
-from minilineage.data import prompt_digit, to_uint8
+from minilineage.data import load_dataset, prompt_digit, to_uint8
 from minilineage.distributed import launched
 from minilineage.metrics import (
     CLASSIFIER,
     check_samples,
     evaluate_samples,
     format_table,
+    inception_weights,
     load_classifier,
     load_samples,
+    standard_fid,
 )
 from minilineage.recipes import PRESETS, RECIPES, train_recipe
-from minilineage.train import pick_device
+from minilineage.train import PRECISIONS, pick_device
 
 SAMPLE_SUFFIXES = (".npz", ".png")
 
@@ -85,7 +87,8 @@ def cmd_train(args) -> None:
     command = shlex.join(["minilineage", *args.argv])  # recorded in the checkpoint: how it was made
     result = train_recipe(args.recipe, preset=args.preset, steps=args.steps, out=args.out, device=args.device,
                           resume=args.resume, seed=args.seed, keep_every=args.keep_every, command=command,
-                          compile=args.compile)
+                          compile=args.compile, precision=args.precision, channels_last=args.channels_last,
+                          pre_encode=args.pre_encode)
     if launched()[0] != 0:  # under torchrun rank 0 reports for all
         return
     r = result.record
@@ -127,6 +130,8 @@ def cmd_sample(args) -> None:
 
 
 def cmd_eval(args) -> None:
+    if args.metric == "fid":
+        return cmd_eval_fid(args)
     images, labels = check_samples(*load_samples(args.samples))  # bad input fails before the classifier loads
     result = evaluate_samples(images, labels, load_classifier(args.classifier))
     print(format_table(result, args.samples))
@@ -140,10 +145,28 @@ def cmd_eval(args) -> None:
         print(f"wrote {args.json}")
 
 
+def cmd_eval_fid(args) -> None:
+    """Standard (Inception) FID of the samples against a dataset's training split: CIFAR-10, UCF-101 frames."""
+    images = torch.as_tensor(load_samples(args.samples)[0])
+    weights = inception_weights(args.inception_weights)  # a missing file fails before any work
+    reference = load_dataset(args.reference, "train").images
+    fid = standard_fid(images, reference, weights, device=pick_device(args.device))
+    print(f"{args.samples}: FID {fid:.2f} ({len(images)} samples vs the {len(reference)} {args.reference} training items; "
+          f"Inception-v3 pool features, Heusel et al. 2017; compare only at equal sample counts)")
+    if args.json:
+        record = {"samples": str(args.samples), "metric": "fid", "reference": args.reference, "n": len(images), "fid": fid}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(record, indent=2) + "\n")
+        print(f"wrote {args.json}")
+
+
 def cmd_bench(args) -> None:
+    if args.presets:
+        bench.preset_table(tuple(args.model) if args.model else None, json_path=args.json)
+        return
     settings = bench.BenchSettings(device=args.device, batch_size=args.batch_size, iters=args.iters,
-                                   sample_n=args.sample_n, sample_steps=args.sample_steps)
-    bench.run(settings, json_path=args.json)
+                                   sample_n=args.sample_n, sample_steps=args.sample_steps, rounds=args.rounds)
+    bench.run(settings, json_path=args.json, models=tuple(args.model or bench.DEFAULT_MODELS), against=args.against)
 
 
 def cmd_recipes(args) -> None:
@@ -169,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "training wall time), e.g. to plot quality against training minutes (default: 0, off)")
     p.add_argument("--compile", action="store_true", default=None,
                    help="train through torch.compile: slower to start, faster per step on a GPU (default: the preset's, off)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="what the forward pass runs in: auto = bf16 autocast on CUDA, fp32 elsewhere (default: the preset's, auto)")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="NHWC memory layout for the convolutional models (faster convolutions on a GPU)")
+    p.add_argument("--pre-encode", action="store_true", default=None,
+                   help="latent diffusion: encode the dataset once with the frozen autoencoder instead of at every step")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="draw samples from a checkpoint", description="Draw samples and save them as .npz (uint8 `images` (N, C, H, W), `labels`) or a .png grid.")
@@ -187,25 +216,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(
-        "eval", help="score samples: FID-LeNet and class accuracy",
-        description="Score samples from `minilineage sample`: FID-LeNet vs the 500 mnist-5k test digits, the same "
-                    "distance for real digits (the reference level), and, when the file has labels, the fraction "
+        "eval", help="score samples: FID-LeNet next to the real-data level, and class accuracy",
+        description="Score samples from `minilineage sample`: FID-LeNet vs the 500 mnist-5k test digits; next to it "
+                    "the real-data reference level, the same distance for as many real training digits (mean +- std "
+                    "over 5 draws), which is not a floor: FID-LeNet is biased upwards at small N, so compare models at "
+                    "equal N and read gaps within about 2 std as chance; samples asked for in equal numbers per class "
+                    "can score below it at small N (see minilineage.metrics); and, when the file has labels, the fraction "
                     "classified as asked.")
     p.add_argument("samples", metavar="SAMPLES.npz", help=".npz with uint8 `images` (N, 1, 28, 28) and optional int `labels` (N,)")
     p.add_argument("--classifier", default=CLASSIFIER, metavar="CKPT", help=f"LeNet checkpoint, a .pt path or a shipped name (default: {CLASSIFIER})")
     p.add_argument("--json", metavar="OUT", help="also write the numbers to this .json file")
+    p.add_argument("--metric", choices=("fid-lenet", "fid"), default="fid-lenet",
+                   help="fid-lenet: digits, offline (default); fid: the standard Inception FID, for CIFAR-10 or "
+                        "UCF-101 frames (needs the `fid` extra and the Inception weights file; the error says where to get it)")
+    p.add_argument("--reference", default="cifar10", help="--metric fid: the dataset whose training split is the reference (default: cifar10)")
+    p.add_argument("--inception-weights", metavar="PTH", help="--metric fid: the weights file (default: $MINILINEAGE_INCEPTION_WEIGHTS or the data cache)")
+    p.add_argument("--device", default="auto", help="--metric fid: auto, cpu, cuda or mps (default: auto)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="time every model, and ddpm-mnist against diffusers' UNet2DModel",
+    p = sub.add_parser("bench", help="time the models, optionally against diffusers; or tabulate the GPU presets",
                        description="Per model, each in a fresh process: parameters, FLOPs per training step, training "
                                    "images/s and TFLOP/s, sampling images/s (a full sample() of N images at S DDIM "
-                                   "steps), peak memory; then ddpm-mnist against a matched diffusers UNet2DModel "
-                                   "(the `bench` extra), per image and per FLOP.")
+                                   "steps), peak memory, on CUDA the share of the device's bf16 peak; with --against "
+                                   "diffusers each model that has one next to its matched diffusers reference "
+                                   "(UNet2DModel for ddpm-mnist, DiTTransformer2DModel for dit-mnist; the `bench` "
+                                   "extra), per image and per FLOP. --presets: every recipe's GPU preset instead.")
+    p.add_argument("--model", nargs="+", metavar="M",
+                   help=f"recipes to measure (default: {' '.join(bench.DEFAULT_MODELS)}; with --presets: all)")
+    p.add_argument("--against", choices=("diffusers",), help="also run each model's diffusers reference, alternating")
+    p.add_argument("--presets", action="store_true",
+                   help="tabulate the GPU presets: parameters, FLOPs/step, fp32 memory on the CPU, estimated H100 time")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default: 128)")
     p.add_argument("--iters", type=positive_int, default=10, help="timed training steps per model (default: 10)")
     p.add_argument("--sample-n", type=positive_int, default=64, help="images per sample() call (default: 64)")
     p.add_argument("--sample-steps", type=positive_int, default=50, help="DDIM steps per sample() call (default: 50)")
+    p.add_argument("--rounds", type=positive_int, default=1,
+                   help="measure every model this many times in turn (ours, reference, ours, ...), keep the fastest (default: 1)")
     p.add_argument("--json", metavar="FILE", help="also write every figure, and speedup_vs_reference per model, here")
     p.set_defaults(func=cmd_bench)
 
@@ -220,7 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     args.argv = argv
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ModuleNotFoundError) as error:  # bad input, missing files or extras
         print(f"minilineage {args.command}: error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 

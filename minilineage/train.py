@@ -2,7 +2,8 @@
 
 The loop knows nothing about the model: it is given `loss_fn(model, batch, generator) -> loss`
 and `next_batch(step, generator) -> dict of tensors`. It adds what every run needs: device choice,
-bf16 autocast on CUDA, optional torch.compile, EMA weights, gradient clipping, a tqdm bar, atomic
+the fast paths (bf16 autocast, torch.compile, channels-last, fused AdamW on CUDA, the next batch built
+in a background thread while the GPU works), EMA weights, gradient clipping, a tqdm bar, atomic
 periodic checkpoints with resume, a NaN/inf guard, seeded determinism, and DistributedDataParallel
 when a process group is open (`distributed.process_group`, under torchrun).
 
@@ -17,7 +18,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from minilineage import checkpoint, distributed
 from minilineage.data import shard
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "bf16", "fp32")  # auto: bf16 autocast on CUDA, fp32 elsewhere
 
 
 @dataclass
@@ -45,6 +48,20 @@ class TrainConfig:
     log_every: int = 25
     seed: int = 0
     compile: bool = False
+    precision: str = "auto"  # one of PRECISIONS: what the forward pass and loss run in (weights stay fp32)
+    channels_last: bool = False  # NHWC layout for convolutional models (faster convolutions on CUDA tensor cores)
+    prefetch: bool | None = None  # build the next batch in a thread (pinned memory) during the step; None: on CUDA
+    pre_encode: bool = False  # latent models: encode the dataset once with the frozen autoencoder (`train_recipe`)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """bf16 when asked for, or on CUDA by default; None means full fp32."""
+        if self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda"):
+            return torch.bfloat16
+        return None
 
 
 class TrainingDiverged(RuntimeError):
@@ -166,8 +183,10 @@ def fit(
         raise RuntimeError("torchrun started several processes, but no process group is open: call fit inside "
                            "`with distributed.process_group(device) as device:` (train_recipe does)")
     device = pick_device(device) if isinstance(device, str) else device
-    model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model.to(device, memory_format=torch.channels_last if config.channels_last else torch.preserve_format)
+    # fused: one kernel for the whole update of all parameters (CUDA only)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     state = TrainState(model, EMA(model, config.ema_decay) if config.ema_decay > 0 else None, step=0, wall_time_s=0.0)
     saved = None  # the step of this run's last checkpoint
@@ -189,12 +208,13 @@ def fit(
     loss_sum = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
     finite = torch.ones((), dtype=torch.bool, device=device)  # every loss and gradient norm so far
     model.train()
+    prefetch = config.prefetch if config.prefetch is not None else device.type == "cuda"
+    batches = _batch_stream(next_batch, config.seed, rank, world, state.step, config.steps, prefetch, device.type == "cuda")
     while state.step < config.steps:
         step = state.step
-        batch = next_batch(step, step_generator(config.seed, step, torch.device("cpu")))  # the same on every rank
-        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in shard(batch, rank, world).items()}
+        batch = _to_device(next(batches), device, config.channels_last)
         loss, ok = _train_step(train_objective, batch, step_generator(config.seed, step, device, rank), optimizer,
-                               scheduler, config.grad_clip, device)
+                               scheduler, config.grad_clip, config.autocast_dtype(device))
         if state.ema is not None:
             state.ema.update(model, step)
         loss_sum += loss
@@ -226,6 +246,7 @@ def fit(
         if keep_now and resume_path and rank == 0:
             _keep(state, config, meta or {}, Path(resume_path))
     bar.close()
+    batches.close()
     distributed.barrier()  # no process returns (and perhaps exits) before rank 0 has written the last checkpoint
     model.eval()
     return state
@@ -247,9 +268,44 @@ class Objective(nn.Module):
         return self.loss_fn(self.model, batch, generator)
 
 
-def _train_step(objective, batch, generator, optimizer, scheduler, grad_clip, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch_stream(next_batch, seed: int, rank: int, world: int, start: int, stop: int, prefetch: bool,
+                  pin: bool) -> Iterator[dict]:
+    """This rank's batches for steps start..stop-1. With `prefetch`, batch k + 1 is built in a background
+    thread while step k runs (and pinned, for an asynchronous copy to the GPU). Each batch is still the
+    pure function of (seed, step) that makes resume exact, so prefetching changes no number."""
+
+    def build(step: int) -> dict:
+        batch = shard(next_batch(step, step_generator(seed, step, torch.device("cpu"))), rank, world)  # the same on every rank
+        if pin:
+            batch = {k: v.pin_memory() if torch.is_tensor(v) and v.device.type == "cpu" else v for k, v in batch.items()}
+        return batch
+
+    if not prefetch:
+        yield from (build(step) for step in range(start, stop))
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(build, start)
+        for step in range(start, stop):
+            batch = pending.result()
+            if step + 1 < stop:
+                pending = pool.submit(build, step + 1)
+            yield batch
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    def move(v):
+        if not torch.is_tensor(v):
+            return v
+        layout = torch.channels_last if channels_last and v.ndim == 4 and v.is_floating_point() else torch.preserve_format
+        return v.to(device, non_blocking=True, memory_format=layout)
+
+    return {k: move(v) for k, v in batch.items()}
+
+
+def _train_step(objective, batch, generator, optimizer, scheduler, grad_clip, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step. Returns the loss and whether it and the gradient norm are finite, both left on the device."""
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    device_type = next(objective.parameters()).device.type
+    with torch.autocast(device_type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         loss = objective(batch, generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # under DDP this also averages the gradients over the processes

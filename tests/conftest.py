@@ -36,3 +36,39 @@ def write_mnist_files():
             _write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
 
     return write
+
+
+@pytest.fixture
+def write_cifar_files(monkeypatch):
+    """write(root, pixels (N, 3 * 32 * 32) uint8, labels (N,)): CIFAR-10's python batches under
+    root/cifar-10-batches-py, every train and test batch holding these items. Our files cannot match the
+    official md5 sums, so torchvision is told to check that they exist only."""
+    import pickle
+
+    from torchvision.datasets import CIFAR10
+
+    monkeypatch.setattr(CIFAR10, "train_list", [[f, None] for f, _ in CIFAR10.train_list])
+    monkeypatch.setattr(CIFAR10, "test_list", [[f, None] for f, _ in CIFAR10.test_list])
+    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": None})
+
+    def write(root: Path, pixels: np.ndarray, labels: list[int]) -> None:
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True, exist_ok=True)
+        for f, _ in CIFAR10.train_list + CIFAR10.test_list:
+            with open(folder / f, "wb") as fh:
+                pickle.dump({"data": pixels, "labels": list(labels)}, fh)
+        names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+        with open(folder / "batches.meta", "wb") as fh:
+            pickle.dump({"label_names": names}, fh)
+
+    return write
+
+
+@pytest.fixture
+def one_thread():
+    """For files of tiny tensors (`pytestmark = pytest.mark.usefixtures("one_thread")`): a second thread
+    only adds synchronisation, worse on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,5 +1,6 @@
-"""`minilineage bench`: FLOP counts pinned and checked against hand counts, the matched diffusers U-Net,
-the sampling job's network calls, and the whole bench end to end. No timing is asserted."""
+"""`minilineage bench`: FLOP counts pinned and checked against hand counts, the matched diffusers U-Net and
+DiT, the sampling job's network calls, the whole bench end to end, and the GPU-preset table's FLOP
+extrapolation. No timing is asserted. Tests of the references skip when diffusers (the `bench` extra) is absent."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import torch
 from torch import nn
 
 from minilineage import bench, cli
-from minilineage.bench import BenchSettings, Job, flop_counter, measure
+from minilineage.bench import BenchSettings, Job, flop_counter, measure, runner
+from minilineage.bench.measure import trainer
 from minilineage.diffusion import DiffusionPipeline, diffusion_loss
 from minilineage.diffusion.pipeline import PipelineConfig
+from minilineage.models.dit import DiT, DiTConfig
 from minilineage.models.unet import UNet, UNetConfig
 from minilineage.recipes import get_recipe
 
@@ -70,7 +73,7 @@ def test_tiny_unet_forward_flops_equal_a_hand_count_layer_by_layer():
 
 
 def test_tiny_reference_forward_flops_equal_a_hand_count_with_its_deeper_decoder():
-    pytest.importorskip("diffusers")
+    pytest.importorskip("diffusers", reason="the diffusers reference needs the `bench` extra")
     x, t, y = tiny_inputs()
     with flop_counter() as counter:
         bench.reference_unet(TINY, 8)(x, t, y)
@@ -85,7 +88,7 @@ def test_tiny_reference_forward_flops_equal_a_hand_count_with_its_deeper_decoder
 
 
 def test_training_and_sampling_flops_of_the_tiny_pair_are_pinned():
-    pytest.importorskip("diffusers")
+    pytest.importorskip("diffusers", reason="the diffusers reference needs the `bench` extra")
     ours = measure(tiny_job, QUICK)
     ref = measure(lambda: bench.reference_job(TINY_PIPELINE), QUICK)
     assert (ours["params"], ref["params"]) == (37_236, 49_188)
@@ -99,7 +102,7 @@ def test_training_and_sampling_flops_of_the_tiny_pair_are_pinned():
 
 
 def test_reference_matches_ddpm_mnist_layer_for_layer_except_the_decoder():
-    pytest.importorskip("diffusers")
+    pytest.importorskip("diffusers", reason="the diffusers reference needs the `bench` extra")
     config = get_recipe("ddpm-mnist").config()
     ours, ref = DiffusionPipeline(config).net, bench.reference_unet(UNetConfig(**config.denoiser["config"]), 28)
     x, t, y = torch.randn(1, 1, 28, 28), torch.tensor([999]), torch.tensor([10])
@@ -128,8 +131,8 @@ def test_reference_matches_ddpm_mnist_layer_for_layer_except_the_decoder():
 
 
 def test_sampling_calls_the_network_once_per_step():
-    pytest.importorskip("diffusers")
-    for job in (tiny_job(), bench.reference_job(TINY_PIPELINE)):
+    pytest.importorskip("diffusers", reason="the diffusers reference needs the `bench` extra")
+    for job in (tiny_job(), bench.reference_job(TINY_PIPELINE), tiny_dit_job(), bench.reference_job(TINY_DIT_PIPELINE)):
         batches = []  # the batch size of every network call
         job.network.register_forward_hook(lambda module, args, out, calls=batches: calls.append(len(args[0])))
         images = job.sample(job.model.eval(), 3, 4, torch.Generator().manual_seed(0))
@@ -151,24 +154,31 @@ SAMPLE_KEYS = {"sample_flops", "sample_img_s", "sample_tflop_s"}
 
 
 def test_bench_end_to_end_writes_every_figure_and_the_comparison(tmp_path, capsys):
-    pytest.importorskip("diffusers")
-    bench.run(QUICK, json_path=tmp_path / "bench.json")
+    pytest.importorskip("diffusers", reason="the diffusers reference needs the `bench` extra")
+    bench.run(QUICK, json_path=tmp_path / "bench.json", models=("lenet-mnist", "ddpm-mnist"), against="diffusers")
     result, out = json.loads((tmp_path / "bench.json").read_text()), capsys.readouterr().out
-    assert set(result) == {"device", "settings", "diffusers", "memory_method", "reference_matching", "models"}
-    assert list(result["models"]) == ["ae-mnist", "vae-mnist", "lenet-mnist", "ddpm-mnist", "diffusers:ddpm-mnist"]
+    assert set(result) == {"device", "cpu", "settings", "diffusers", "memory_method", "reference_matching", "models"}
+    assert list(result["models"]) == ["lenet-mnist", "ddpm-mnist", "diffusers:ddpm-mnist"]
     for name, row in result["models"].items():
         assert set(row) == ROW_KEYS | (SAMPLE_KEYS if "ddpm" in name else set()), name
     speedup = result["models"]["ddpm-mnist"]["speedup_vs_reference"]
     assert set(speedup) == {"against", "reference_flops_ratio", "per_image", "per_flop"}
     assert set(speedup["per_image"]) == set(speedup["per_flop"]) == {"train", "sample"}
     assert speedup["reference_flops_ratio"] == pytest.approx(1.52, abs=0.005)
-    assert result["models"]["ae-mnist"]["speedup_vs_reference"] is None
+    assert result["models"]["lenet-mnist"]["speedup_vs_reference"] is None
+    assert list(result["reference_matching"]) == ["ddpm-mnist"]
+    assert result["reference_matching"]["ddpm-mnist"]["matched"][0] == "size: 1x28x28 input, patch 2, widths [32, 64]"
     assert "per image" in out and "per FLOP" in out and "matched:" in out and "differs:" in out
+
+
+def test_bench_without_against_runs_no_reference(tmp_path):
+    result = bench.run(QUICK, tmp_path / "bench.json", models=("lenet-mnist",))
+    assert list(result["models"]) == ["lenet-mnist"] and result["reference_matching"] == {}
 
 
 def test_bench_without_diffusers_skips_the_reference_with_a_message(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "diffusers", None)  # `import diffusers` now raises ImportError
-    result = bench.run(QUICK, tmp_path / "bench.json", models=("lenet-mnist", "ddpm-mnist", "diffusers:ddpm-mnist"))
+    result = bench.run(QUICK, tmp_path / "bench.json", models=("lenet-mnist", "ddpm-mnist"), against="diffusers")
     assert "reference skipped: diffusers is not installed" in capsys.readouterr().out
     assert list(result["models"]) == ["lenet-mnist", "ddpm-mnist"] and result["diffusers"] is None
     assert result["models"]["ddpm-mnist"]["speedup_vs_reference"] is None
@@ -182,9 +192,138 @@ def test_a_model_measured_in_a_fresh_process_reports_its_own_memory():
 
 def test_cli_bench_options_reach_the_settings(monkeypatch):
     seen = {}
-    monkeypatch.setattr(bench, "run", lambda settings, json_path: seen.update(settings=settings, json=json_path))
+    monkeypatch.setattr(bench, "run", lambda settings, **kwargs: seen.update(settings=settings, **kwargs))
     cli.main(["bench", "--device", "cpu", "--batch-size", "4", "--iters", "2", "--sample-n", "3",
               "--sample-steps", "5", "--json", "out.json"])
     s = seen["settings"]
     assert (s.device, s.batch_size, s.iters, s.sample_n, s.sample_steps) == ("cpu", 4, 2, 3, 5)
-    assert seen["json"] == "out.json" and s.fresh_process
+    assert seen["json_path"] == "out.json" and s.fresh_process
+    assert seen["models"] == bench.DEFAULT_MODELS and seen["against"] is None
+    cli.main(["bench", "--model", "dit-mnist", "ddpm-mnist", "--against", "diffusers", "--rounds", "3"])
+    assert seen["models"] == ("dit-mnist", "ddpm-mnist") and seen["against"] == "diffusers"
+    assert seen["settings"].rounds == 3
+
+
+def test_rounds_alternate_ours_and_the_reference_and_keep_the_fastest(monkeypatch):
+    calls = []
+
+    def fake(name, settings):
+        calls.append(name)
+        speed = {1: 10.0, 2: 30.0, 3: 20.0}[sum(c == name for c in calls)]  # round 2 is the fastest
+        return {"model": name, "params": 1, "train_flops": 1e9, "train_img_s": speed, "train_tflop_s": speed / 1e3,
+                "sample_img_s": 40 - speed, "sample_tflop_s": 1.0, "peak_MB": speed}
+
+    monkeypatch.setattr(runner, "measure_named", fake)
+    monkeypatch.setattr(runner, "has_reference", lambda name: True)
+    settings = BenchSettings(device="cpu", fresh_process=False, rounds=3)
+    result = bench.run(settings, models=("ddpm-mnist",), against="diffusers")
+    assert calls == ["ddpm-mnist", "diffusers:ddpm-mnist"] * 3
+    row = result["models"]["ddpm-mnist"]
+    assert (row["train_img_s"], row["sample_img_s"], row["peak_MB"]) == (30.0, 30.0, 30.0)
+
+
+def test_cli_bench_presets_reaches_the_preset_table(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(bench, "preset_table", lambda names, json_path: seen.update(names=names, json=json_path))
+    cli.main(["bench", "--presets", "--model", "ddpm-cifar10", "--json", "p.json"])
+    assert seen == {"names": ("ddpm-cifar10",), "json": "p.json"}
+
+
+# --- DiT against DiTTransformer2DModel ---------------------------------------------------------------
+
+# 8x8 images in 2x2 patches: N = 16 tokens of 4 numbers, width 16, 2 blocks, 2 heads
+TINY_DIT = DiTConfig(in_channels=1, patch=2, width=16, depth=2, heads=2, num_classes=10)
+TINY_DIT_PIPELINE = PipelineConfig(denoiser={"cls": "DiT", "config": asdict(TINY_DIT)}, shape=(1, 8, 8))
+N, W = 16, 16
+
+
+def dit_block(n=N, d=W):  # q/k/v, Q K^T and A V, output projection, MLP (4x), adaLN-Zero's Linear(D, 6D) on c
+    return linear(B * n, d, 3 * d) + 2 * (2 * B * n * n * d) + linear(B * n, d, d) + 2 * linear(B * n, d, 4 * d) \
+        + linear(B, d, 6 * d)
+
+
+def test_tiny_dit_and_its_reference_forward_flops_equal_hand_counts():
+    pytest.importorskip("diffusers", reason="the diffusers reference needs the `bench` extra")
+    x, t, y = torch.randn(B, 1, 8, 8), torch.tensor([3, 500]), torch.tensor([1, 10])
+    final = linear(B, W, 2 * W) + linear(B * N, W, 4)  # adaLN shift and scale, then the patch's 4 numbers
+    with flop_counter() as ours:
+        DiT(TINY_DIT)(x, t, y=y)
+    hand = linear(B * N, 4, W) + 2 * linear(B, W, W) + 2 * dit_block() + final  # patch embedding, time MLP
+    assert ours.get_total_flops() == hand == 483_328
+    with flop_counter() as theirs:
+        bench.reference_dit(TINY_DIT, 8)(x, t, y)
+    time_mlp = linear(B, 256, W) + linear(B, W, W)  # 256 sinusoids -> D -> D, in every block and again at the end
+    ref_hand = linear(B * N, 4, W) + 2 * (dit_block() + time_mlp) + time_mlp + final
+    assert theirs.get_total_flops() == ref_hand == 533_504
+
+
+def tiny_dit_job() -> Job:
+    pipeline = DiffusionPipeline(TINY_DIT_PIPELINE)
+    return Job("ours", pipeline, diffusion_loss, bench.pipeline_sample, pipeline.net, TINY_DIT_PIPELINE.shape)
+
+
+def test_training_and_sampling_flops_and_parameters_of_the_tiny_dit_pair_are_pinned():
+    pytest.importorskip("diffusers", reason="the diffusers reference needs the `bench` extra")
+    ours, ref = measure(tiny_dit_job, QUICK), measure(lambda: bench.reference_job(TINY_DIT_PIPELINE), QUICK)
+    block = 3 * W * W + 3 * W + W * W + W + 2 * 4 * W * W + 4 * W + W + 6 * W * W + 6 * W  # qkv, proj, MLP, adaLN
+    head = (4 * W + W) + (W * 2 * W + 2 * W) + (W * 4 + 4)  # patch embedding, final adaLN, final linear
+    ref_embed = (256 * W + W) + (W * W + W) + 11 * W  # each block's own timestep MLP and label table
+    assert ours["params"] == head + 2 * (W * W + W) + 11 * W + 2 * block == 11_108
+    assert ref["params"] == head + 2 * (block + ref_embed) == 19_508
+    # backward = 2 x forward, minus input gradients nobody needs (the patch embedding's, the first time-MLP
+    # layer's: once for ours, at each of its 3 calls for the reference), plus half of the attention's forward
+    attention_extra = 2 * (2 * B * N * N * W)
+    assert ours["train_flops"] == 3 * 483_328 - linear(B * N, 4, W) - linear(B, W, W) + attention_extra == 1_477_632
+    assert ref["train_flops"] == 3 * 533_504 - linear(B * N, 4, W) - 3 * linear(B, 256, W) + attention_extra == 1_580_032
+    assert (ours["sample_flops"], ref["sample_flops"]) == (3 * 483_328, 3 * 533_504)  # 3 steps at batch 2
+
+
+def test_dit_reference_at_dit_xs1_size_differs_only_in_its_per_block_conditioning():
+    pytest.importorskip("diffusers", reason="the diffusers reference needs the `bench` extra")
+    config = DiTConfig(in_channels=4, patch=1, width=64, depth=4, heads=4, num_classes=10)  # DiT-XS/1 on 4x7x7 latents
+    ours, ref = DiT(config), bench.reference_dit(config, 7)
+    params = lambda *modules: sum(p.numel() for m in modules for p in m.parameters())  # noqa: E731
+    assert (params(ours), params(ref)) == (316_676, 392_900)
+    d, depth = config.width, config.depth
+    per_block = (256 * d + d + d * d + d) + 11 * d  # its own timestep MLP and label table
+    assert params(ref) - params(ours) == depth * per_block - params(ours.time_embed, ours.label_embed)
+    x, t, y = torch.randn(1, 4, 7, 7), torch.tensor([999]), torch.tensor([10])
+    with flop_counter() as mine:
+        out = ours(x, t, y=y)
+    with flop_counter() as theirs:
+        assert ref(x, t, y).shape == out.shape == x.shape
+    assert (mine.get_total_flops(), theirs.get_total_flops()) == (22_005_760, 22_194_176)  # per image: 1.009x
+
+
+def test_only_eps_pipelines_with_a_unet_or_class_conditional_dit_have_a_reference():
+    assert bench.has_reference("ddpm-mnist") and bench.has_reference("dit-mnist")
+    assert bench.has_reference("ddpm-cifar10") and bench.has_reference("dit-cifar10")
+    assert not bench.has_reference("dit-mnist-flow")  # rectified flow, not eps
+    assert not bench.has_reference("ldm-mnist")  # text cross-attention
+    assert not bench.has_reference("ae-mnist")
+
+
+def test_bf16_peaks_are_found_by_device_name_and_unknown_devices_give_none():
+    assert bench.bf16_peak_tflops("NVIDIA H100 80GB HBM3") == 989.4
+    assert bench.bf16_peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bench.bf16_peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0
+    assert bench.bf16_peak_tflops("NVIDIA L4") == 121.0 and bench.bf16_peak_tflops("NVIDIA L40S") == 362.1
+    assert bench.bf16_peak_tflops("NVIDIA GeForce RTX 4090") == 165.2
+    assert bench.bf16_peak_tflops("Tesla T4") is None
+
+
+# --- the GPU-preset table ---------------------------------------------------------------------------
+
+def test_preset_flops_extended_from_two_small_batches_equal_a_full_batch_count():
+    from minilineage.bench import presets
+
+    row = bench.preset_row("lenet-mnist", batches=(2, 4))
+    full = get_recipe("lenet-mnist").presets["gpu"].train
+    assert (row["batch_size"], row["steps"], row["memory_scaled"]) == (full.batch_size, full.steps, True)
+    job = presets.preset_job("lenet-mnist")
+    assert row["train_flops"] == bench.count_flops(trainer(job, torch.device("cpu"), full.batch_size))
+    assert row["params"] == 77_484
+    assert row["memory_GB"] is None or row["memory_GB"] > 0
+    step_s = max(row["train_flops"] / (presets.ASSUMED_SHARE * presets.H100_PEAK_FLOPS),
+                 row["ops_per_step"] * presets.LAUNCH_S)
+    assert row["h100_hours"] == pytest.approx(full.steps * step_s / 3600)

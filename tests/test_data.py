@@ -1,4 +1,3 @@
-import pickle
 
 import numpy as np
 import pytest
@@ -54,23 +53,10 @@ def test_mnist_format_files_load_through_torchvision(tmp_path, name, folder, wri
     assert d.caption(9) in ("a handwritten nine", "a photo of an ankle boot")
 
 
-def test_cifar10_python_batches_load_through_torchvision(tmp_path, monkeypatch):
-    from torchvision.datasets import CIFAR10
-
-    # our files cannot match the official md5 sums, so check existence only
-    monkeypatch.setattr(CIFAR10, "train_list", [[f, None] for f, _ in CIFAR10.train_list])
-    monkeypatch.setattr(CIFAR10, "test_list", [[f, None] for f, _ in CIFAR10.test_list])
-    monkeypatch.setattr(CIFAR10, "meta", {**CIFAR10.meta, "md5": None})
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
+def test_cifar10_python_batches_load_through_torchvision(tmp_path, write_cifar_files):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (4, 3 * 32 * 32)).astype(np.uint8)  # rows: R plane, G plane, B plane
-    for f, _ in CIFAR10.train_list + CIFAR10.test_list:
-        with open(folder / f, "wb") as fh:
-            pickle.dump({"data": pixels, "labels": [0, 3, 5, 9]}, fh)
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": names}, fh)
+    write_cifar_files(tmp_path, pixels, [0, 3, 5, 9])
     d = data.load_dataset("cifar10", "test", root=tmp_path)
     assert d.images.shape == (4, 3, 32, 32)
     assert torch.equal(d.images[1, 2].flatten(), torch.from_numpy(pixels[1, 2048:]))  # blue plane

@@ -26,14 +26,6 @@ def tok() -> Tokenizer:
     return Tokenizer.from_captions(["The digit seven", "a seven"], context_length=8)
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_vocab_is_sorted_and_independent_of_caption_order(tok):
     assert tok.vocab == ["<pad>", "<bos>", "<eos>", "<unk>", "a", "digit", "seven", "the"]
     assert Tokenizer.from_captions(["a seven", "The digit seven"], 8).vocab == tok.vocab

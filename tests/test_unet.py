@@ -6,28 +6,14 @@ import math
 
 import pytest
 import torch
+from tiny import randomize_
 
 from minilineage.layers import CrossAttention
 from minilineage.models.unet import UNET_PRESETS, UNet, UNetConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: a second thread only adds synchronisation, worse on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 
-def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give the zero-initialised layers random weights, as if trained a little."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if torch.all(p == 0):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model
 
 
 CASES = {

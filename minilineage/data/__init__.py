@@ -10,7 +10,13 @@ import inspect
 from collections.abc import Callable
 
 from minilineage.data.arrays import ArrayData, to_float, to_uint8
-from minilineage.data.batches import bucket_batches, caption_batches, image_batches, shard
+from minilineage.data.batches import (
+    bucket_batches,
+    caption_batches,
+    encoded_batches,
+    image_batches,
+    shard,
+)
 from minilineage.data.captions import (
     DIGIT_TEMPLATES,
     DIGIT_WORDS,
@@ -28,12 +34,15 @@ from minilineage.data.images import (
     load_mnist,
     load_mnist_5k,
 )
+from minilineage.data.video import POOR_CAPTION, load_moving_mnist, load_ucf101
 
 DATASETS: dict[str, Callable[..., ArrayData]] = {
     "mnist-5k": load_mnist_5k,
     "mnist": load_mnist,
     "fashion-mnist": load_fashion_mnist,
     "cifar10": load_cifar10,
+    "moving-mnist": load_moving_mnist,
+    "ucf101": load_ucf101,
 }
 SPLITS = ("train", "test", "all")
 
@@ -58,8 +67,9 @@ def load_dataset(name: str, split: str = "train", **options) -> ArrayData:
 
 
 __all__ = [
-    "ArrayData", "DATASETS", "DIGIT_TEMPLATES", "DIGIT_WORDS", "DatasetUnavailable", "PHOTO_TEMPLATES", "SPLITS",
-    "all_captions", "bucket_batches", "cache_dir", "caption_batches", "digit_prompts", "image_batches",
-    "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist", "load_mnist_5k", "prompt_digit",
+    "ArrayData", "DATASETS", "DIGIT_TEMPLATES", "DIGIT_WORDS", "DatasetUnavailable", "PHOTO_TEMPLATES", "POOR_CAPTION", "SPLITS",
+    "all_captions", "bucket_batches", "cache_dir", "caption_batches", "digit_prompts", "encoded_batches", "image_batches",
+    "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist", "load_mnist_5k", "load_moving_mnist",
+    "load_ucf101", "prompt_digit",
     "shard", "split_words", "to_float", "to_uint8",
 ]

@@ -7,7 +7,7 @@ on floats in [-1, 1]; `to_float` and `to_uint8` are the two directions, for imag
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -42,7 +42,9 @@ class ArrayData:
     """A whole dataset in memory: uint8 images (N, C, H, W) or videos (N, F, C, H, W), int64 labels (N,).
 
     `texts` optionally holds one caption per item (a video's own description); otherwise captions
-    are made from the labels with `templates` ("a handwritten {word}").
+    are made from the labels with `templates` ("a handwritten {word}"). `info` optionally holds more
+    per-item tensors, each with the items on its first axis (e.g. moving-mnist's digit positions per
+    frame); `subset` keeps them aligned with the items.
     """
 
     name: str
@@ -51,6 +53,7 @@ class ArrayData:
     classes: tuple[str, ...]
     templates: tuple[str, ...] = field(default=DIGIT_TEMPLATES)
     texts: list[str] | None = None
+    info: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim not in (4, 5):
@@ -60,6 +63,9 @@ class ArrayData:
             raise ValueError(f"{len(self.images)} items but {len(self.labels)} labels")
         if self.texts is not None and len(self.texts) != len(self.images):
             raise ValueError(f"{len(self.images)} items but {len(self.texts)} texts")
+        for key, value in self.info.items():
+            if len(value) != len(self.images):
+                raise ValueError(f"{len(self.images)} items but info[{key!r}] has {len(value)}")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -92,6 +98,12 @@ class ArrayData:
         picks = torch.randint(len(self.templates), (len(labels),), generator=generator).tolist()
         return [self.caption(y, k) for y, k in zip(labels, picks, strict=True)]
 
+    def to(self, device: torch.device | str) -> ArrayData:
+        """The same dataset with its tensors on `device` (e.g. a GPU, for datasets that fit: no copy per batch)."""
+        info = {key: value.to(device) for key, value in self.info.items()}
+        return replace(self, images=self.images.to(device), labels=self.labels.to(device), info=info)
+
     def subset(self, index: torch.Tensor) -> ArrayData:
         texts = None if self.texts is None else [self.texts[i] for i in index.tolist()]
-        return ArrayData(self.name, self.images[index], self.labels[index], self.classes, self.templates, texts)
+        info = {key: value[index] for key, value in self.info.items()}
+        return ArrayData(self.name, self.images[index], self.labels[index], self.classes, self.templates, texts, info)

@@ -7,7 +7,10 @@ the same global batch from the same generator and keeps its own slice (`shard`),
 see exactly the batch one process would.
 
 Batches hold floats in [-1, 1] under "x" (converted from uint8 only for the drawn items), labels
-under "y", and for text-conditioned models one caption per item under "captions".
+under "y", and for text-conditioned models one caption per item under "captions". Indices are drawn
+on the CPU generator and the items are gathered wherever the dataset lives, so a dataset moved to the
+GPU once (`ArrayData.to`) yields batches already there. `encoded_batches` draws the same items but
+returns precomputed codes (e.g. a frozen autoencoder's latent moments) under "moments" instead of "x".
 """
 
 from __future__ import annotations
@@ -21,27 +24,52 @@ from minilineage.data.arrays import ArrayData, to_float
 BatchFn = Callable[[int, torch.Generator], dict]
 
 
-def image_batches(data: ArrayData, batch_size: int) -> BatchFn:
-    """Random minibatches {x, y} of `batch_size` items drawn with replacement, afresh at every step."""
+def _draw(data: ArrayData, batch_size: int, generator: torch.Generator, with_captions: bool):
+    """The items of one batch (indices drawn with replacement), and their captions if asked for."""
+    idx = torch.randint(len(data), (batch_size,), generator=generator)
+    return idx, (data.captions(idx, generator) if with_captions else None)
+
+
+def _check(batch_size: int) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
 
+
+def image_batches(data: ArrayData, batch_size: int, with_captions: bool = False) -> BatchFn:
+    """Random minibatches {x, y} of `batch_size` items drawn with replacement, afresh at every step
+    (with one caption per item under "captions" if `with_captions`)."""
+    _check(batch_size)
+
     def next_batch(step: int, generator: torch.Generator) -> dict:
-        idx = torch.randint(len(data), (batch_size,), generator=generator)
-        return {"x": to_float(data.images[idx]), "y": data.labels[idx]}
+        idx, captions = _draw(data, batch_size, generator, with_captions)
+        on = idx.to(data.images.device)
+        batch = {"x": to_float(data.images[on]), "y": data.labels[on]}
+        return batch if captions is None else {**batch, "captions": captions}
 
     return next_batch
 
 
 def caption_batches(data: ArrayData, batch_size: int) -> BatchFn:
     """`image_batches` plus one caption per item {x, y, captions}: its own text, or a random template."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    return image_batches(data, batch_size, with_captions=True)
+
+
+def encoded_batches(data: ArrayData, codes: torch.Tensor, batch_size: int, with_captions: bool = False) -> BatchFn:
+    """The items `image_batches` would draw, with `codes[i]` under "moments" instead of x_i.
+
+    `codes` (N, ...) are computed once from the whole dataset (the latent moments of a frozen
+    autoencoder: `DiffusionPipeline.pre_encode`), so training skips the encoder at every step, as
+    fast-DiT does with pre-extracted features. The random numbers are drawn in the same order, so a
+    run gets the same items and captions either way.
+    """
+    _check(batch_size)
+    if len(codes) != len(data):
+        raise ValueError(f"{len(data)} items but {len(codes)} codes")
 
     def next_batch(step: int, generator: torch.Generator) -> dict:
-        idx = torch.randint(len(data), (batch_size,), generator=generator)
-        batch = {"x": to_float(data.images[idx]), "y": data.labels[idx]}
-        return {**batch, "captions": data.captions(idx, generator)}
+        idx, captions = _draw(data, batch_size, generator, with_captions)
+        batch = {"moments": codes[idx.to(codes.device)], "y": data.labels[idx.to(data.labels.device)]}
+        return batch if captions is None else {**batch, "captions": captions}
 
     return next_batch
 
@@ -56,7 +84,7 @@ def bucket_batches(buckets: Sequence[ArrayData], batch_size: int, with_captions:
     if not buckets:
         raise ValueError("bucket_batches needs at least one bucket")
     sizes = torch.tensor([len(b) for b in buckets], dtype=torch.float64)
-    inner = [(caption_batches if with_captions else image_batches)(b, batch_size) for b in buckets]
+    inner = [image_batches(b, batch_size, with_captions) for b in buckets]
 
     def next_batch(step: int, generator: torch.Generator) -> dict:
         k = torch.multinomial(sizes, 1, generator=generator).item()

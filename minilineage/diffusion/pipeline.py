@@ -7,8 +7,9 @@ autoencoder, optionally conditioned on labels or text.
     DiT, video (Chapters 6-7)     the same pipeline with a transformer denoiser
 
 The maths lives elsewhere: the forward process in `process`, the losses in `losses`, DDPM / DDIM /
-guidance in `samplers`. This class only binds the parts, so that one checkpoint holds everything
-`sample` needs, and every model trains and samples through the same two methods, `loss` and `sample`.
+guidance in `samplers`, rectified flow in `flow`, and which loss goes with which sampler in
+`objectives`. This class only binds the parts, so that one checkpoint holds everything `sample`
+needs, and every model trains and samples through the same two methods, `loss` and `sample`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from minilineage.diffusion.conditioning import LabelCondition, TextCondition
 from minilineage.diffusion.losses import masked_eps_loss
 from minilineage.diffusion.objectives import get_objective
 from minilineage.diffusion.process import NoiseSchedule
-from minilineage.diffusion.samplers import Given, guided, sample_with_steps
+from minilineage.diffusion.samplers import Given, guided
 from minilineage.layers import CrossAttention, unwrap
 from minilineage.models import MODELS, build
 from minilineage.models.clip import MiniCLIP, MiniCLIPConfig
@@ -50,7 +51,7 @@ class PipelineConfig:
     text: dict | None = None  # MiniCLIPConfig of a frozen text encoder: conditioning on prompts
     schedule: str = "cosine"
     T: int = 1000
-    objective: str = "eps"  # what the denoiser predicts: "eps" (the noise) or "v" (see `objectives`)
+    objective: str = "eps"  # "eps" (predict the noise), "v", or "flow" (rectified flow): see `objectives`
     clip_x0: float | None = 1.0  # bound on the predicted x0 (see `samplers`); latents: their largest |z0|
     p_uncond: float = 0.1  # how often training drops the condition (for classifier-free guidance)
     guidance: float = 2.0  # default guidance scale when sampling
@@ -129,7 +130,22 @@ class DiffusionPipeline(nn.Module):
         """Data -> where diffusion runs: z0 = scale * z, z ~ q(z | x) (the mean if generator=None); x itself without an autoencoder."""
         if self.autoencoder is None:
             return x
-        mu, logvar = self.autoencoder.encode(x)
+        return self.encode_moments(torch.cat(self.autoencoder.encode(x), dim=1), generator)
+
+    @torch.no_grad()
+    def pre_encode(self, x: Tensor, batch_size: int = 500) -> Tensor:
+        """The frozen autoencoder's q(z | x) for a whole dataset, once: moments (N, 2c, h, w) = [mu, log sigma^2].
+
+        Training on these (`data.encoded_batches`, `--pre-encode`) skips the encoder at every step;
+        `loss` then draws z ~ q(z | x) from them with the step's generator, as `encode` would.
+        """
+        if self.autoencoder is None:
+            raise ValueError("pre_encode needs a model with an autoencoder (a latent diffusion model)")
+        return torch.cat([torch.cat(self.autoencoder.encode(chunk), dim=1) for chunk in x.split(batch_size)])
+
+    def encode_moments(self, moments: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """`encode` from precomputed moments (`pre_encode`): z0 = scale * z, z ~ q(z | x)."""
+        mu, logvar = moments.chunk(2, dim=1)
         z = mu if generator is None else reparameterize(mu, logvar, generator)
         return self.config.latent_scale * z  # about unit variance
 
@@ -153,24 +169,33 @@ class DiffusionPipeline(nn.Module):
         """The unconditional input of guidance (the null label, or the empty prompt's tokens)."""
         return self.condition.null(self.device)
 
+    def predict(self, x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
+        """What the objective's sampler steps with: eps_hat for "eps" and "v", the velocity for "flow"
+        (t is then in [0, 1]). See `objectives`."""
+        return self.objective.prediction(self, self.sched)(x, t, **cond)
+
     def predict_eps(self, x: Tensor, t: Tensor, **cond: Tensor) -> Tensor:
-        """eps_hat from the denoiser's output, whatever its objective predicts (the noise itself for "eps")."""
-        return self.objective.to_eps(self.sched.to(x.device), x, t, self(x, t, **cond))
+        """eps_hat from the denoiser's output, for the diffusion objectives (the noise itself for "eps")."""
+        if self.objective.name == "flow":
+            raise ValueError("a 'flow' pipeline predicts a velocity, not eps: use `predict`")
+        return self.predict(x, t, **cond)
 
     def denoiser(self, guidance: float):
-        """The noise predictor a sampler uses: eps_theta, or its guided mix (one batched call) when guidance != 1."""
-        model = self if self.objective.name == "eps" else self.predict_eps
+        """What a sampler calls: the objective's prediction, or its guided mix (one batched call) when guidance != 1."""
+        model = self.objective.prediction(self, self.sched)
         if self.condition is None or guidance == 1.0:
             return model
         return guided(model, guidance, self.null_condition())
 
     def loss(self, batch: dict, generator: torch.Generator, net: nn.Module | None = None) -> Tensor:
-        """Algorithm 1 of Ho et al. 2020 on z0 = encode(x) (with the objective's target), the condition dropped at rate p_uncond.
+        """The objective's loss on z0 = encode(x) (Algorithm 1 of Ho et al. 2020 for "eps"), the condition dropped at rate p_uncond.
+
+        With "eps" and an autoencoder this is L_LDM of Rombach et al. 2022, Eq. (2); with text too, their Eq. (3).
 
         A batch with "given" (B, F) trains with frame masks (`masked_eps_loss`). `net` is the
         callable that predicts eps (a DDP or compiled wrapper of this model), by default this model.
         """
-        z0 = self.encode(batch["x"], generator)
+        z0 = self.encode_moments(batch["moments"], generator) if "moments" in batch else self.encode(batch["x"], generator)
         cond = {} if self.condition is None else self.condition.from_batch(batch, self.config.p_uncond, generator)
         net, sched = net or self, self.sched.to(z0.device)
         if "given" in batch:
@@ -183,7 +208,8 @@ class DiffusionPipeline(nn.Module):
     def sample(self, n: int, generator: torch.Generator, labels: Tensor | None = None,
                prompt: str | list[str] | None = None, steps: int | None = None, guidance: float | None = None,
                shape: tuple[int, ...] | None = None, given: Given | None = None, trajectory: bool = False):
-        """n samples in [-1, 1]: DDIM with `steps` steps, or ancestral DDPM when steps >= T.
+        """n samples in [-1, 1] with the objective's sampler: for "eps" and "v" DDIM with `steps` steps
+        (ancestral DDPM when steps >= T), for "flow" `steps` Euler steps.
 
         `shape` asks for another size or length than the training one, e.g. (1, 56, 56). `given`
         holds known entries (in the space diffusion runs in: latents if there is an autoencoder).
@@ -195,19 +221,22 @@ class DiffusionPipeline(nn.Module):
         guidance = self.config.guidance if guidance is None else guidance
         cond = self.conditioning(n, labels, prompt)
         size = (n, *(shape or self.config.shape))
-        out = sample_with_steps(self.denoiser(guidance), self.sched, size, steps, generator, self.device,
-                                trajectory, self.config.clip_x0, given, **cond)
+        out = self.objective.sample(self.denoiser(guidance), self.sched, size, steps, generator, self.device,
+                                    trajectory, self.config.clip_x0, given, **cond)
         z0, frames = out if trajectory else (out, None)
         images = self.decode(z0).clamp(-1, 1)
         return (images, frames) if trajectory else images
 
     @torch.no_grad()
     def cross_attention_maps(self, zt: Tensor, t: Tensor, prompts: list[str]) -> Tensor:
-        """Where each text token acts: attention weights (B, N_ctx, h, w) of one conditional denoiser call.
+        """How each latent position splits its cross-attention over the text tokens: weights (B, N_ctx, h, w)
+        of one conditional denoiser call, averaged over heads and over every cross-attention layer.
 
         Row i of a cross-attention's weights says how latent position i splits its attention over
-        the N_ctx tokens; read column j instead and you get a map of where token j is used.
-        Averaged over heads and over every cross-attention layer.
+        the N_ctx tokens; read column j instead and you get a map of where token j's vector is read.
+        That is not where the word acts: the text encoder mixes the whole prompt into every token's
+        vector, and a weight says nothing of how much the value it fetches changes the output
+        (Chapter 4 measures both).
         """
         layers = [m for m in self.net.modules() if isinstance(m, CrossAttention)]
         if not isinstance(self.condition, TextCondition) or not layers:

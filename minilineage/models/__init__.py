@@ -11,12 +11,19 @@ from torch import nn
 from minilineage.models.autoencoder import VAE, Autoencoder
 from minilineage.models.classifier import LeNet
 from minilineage.models.clip import MiniCLIP
+from minilineage.models.dit import DiT
+from minilineage.models.dit_variants import AdaLNDiT, CrossAttentionDiT, InContextDiT
 from minilineage.models.latent import LatentVAE
 from minilineage.models.text import TextEncoder, Tokenizer
 from minilineage.models.unet import UNet
+from minilineage.models.vae3d import VAE3d
+from minilineage.models.video_dit import VideoDiT
 from minilineage.models.vit import ViT
 
-MODELS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (Autoencoder, VAE, LeNet, MiniCLIP, LatentVAE, UNet, ViT)}
+MODELS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (Autoencoder, VAE, LeNet, MiniCLIP, LatentVAE, UNet, ViT, DiT,
+                                                                         AdaLNDiT, CrossAttentionDiT, InContextDiT)}
+MODELS[VAE3d.__name__] = VAE3d  # chapter 7's spatio-temporal VAE
+MODELS[VideoDiT.__name__] = VideoDiT  # chapter 7's video DiT
 
 
 def build(name: str, config: dict) -> nn.Module:
@@ -27,4 +34,4 @@ def build(name: str, config: dict) -> nn.Module:
     return cls(cls.Config(**config))
 
 
-__all__ = ["MODELS", "VAE", "Autoencoder", "LatentVAE", "LeNet", "MiniCLIP", "TextEncoder", "Tokenizer", "UNet", "ViT", "build"]
+__all__ = ["MODELS", "VAE", "Autoencoder", "DiT", "LatentVAE", "LeNet", "MiniCLIP", "TextEncoder", "Tokenizer", "UNet", "ViT", "build"]

@@ -74,6 +74,14 @@ register(Recipe(
     _diffusion_presets(5000, {"denoiser": {"config": {"width": 64, "patch": 1, "channel_mults": (1, 2, 2),
                                                       "attention_levels": (1, 2)}}}),
     eval_digit_samples))
+# Its twin that predicts v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022): the same
+# network, data, steps and seed, only the target differs (chapter 3, "alpha_bar_T ~ 0 and v-prediction").
+register(Recipe(
+    "ddpm-mnist-v", "Chapter 3: ddpm-mnist's twin trained to predict v instead of eps (v-prediction)",
+    DiffusionPipeline, {**DDPM_MNIST, "objective": "v"}, diffusion_loss,
+    _diffusion_presets(5000, {"denoiser": {"config": {"width": 64, "patch": 1, "channel_mults": (1, 2, 2),
+                                                      "attention_levels": (1, 2)}}}),
+    eval_digit_samples))
 
 # The independent judge: the classifier whose features define FID-LeNet (minilineage.metrics).
 register(Recipe("lenet-mnist", "Evaluation: LeNet digit classifier behind `minilineage eval` (FID-LeNet, accuracy)",

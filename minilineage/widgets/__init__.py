@@ -14,6 +14,11 @@ What works where:
 - Chapter 5: `patch_grid` (patch-size slider: the image in patches and its token sequence),
   `position_similarity` (pick a patch: cosine similarity of its position embedding to all others) and
   `noised_patches` (x_t at a chosen t cut into the tokens a DiT sees) are all precomputed and jslinked.
+- Chapter 6: `token_player` (a DiT's reverse process as its grid of tokens, x_t and the predicted image
+  cell by cell) is precomputed and jslinked.
+- Chapter 7: `video_player` (clips played side by side over time), `denoising_player` (every frame of a
+  clip denoised at once), `sdedit_player` (SDEdit strength) and `strips` (one clip per setting: inference
+  modes, sizes, lengths) are all precomputed and jslinked.
 - `LatentExplorer` decodes a new image on every slider move, so it needs a running kernel.
 - `LossPlot` draws only inside a notebook kernel and is a no-op elsewhere; `train_with_plot(name, ...)`
   trains a recipe with one.
@@ -25,12 +30,15 @@ from __future__ import annotations
 
 from .diffusion import (
     PlayerSwitch,
+    interpolation_player,
     noise_caption,
     noising_explorer,
     reverse_player,
     schedule_figure,
+    slerp,
     step_comparison,
 )
+from .dit import token_player, token_tiles
 from .images import decode_png, encode_png, figure_png, grid, png_bytes, side_by_side, to_pixels
 from .latent import LatentExplorer, LatentMap
 from .ldm import (
@@ -44,6 +52,7 @@ from .ldm import (
 from .lossplot import LossPlot, in_notebook, train_with_plot
 from .player import FramePlayer, denoise_player
 from .vae import beta_player, posterior_sampler, traversal_player
+from .video import denoising_player, sdedit_player, strip, strips, video_player
 from .vit import (
     PatchGrid,
     cosine_similarities,
@@ -55,6 +64,7 @@ from .vit import (
 )
 
 __all__ = [
+    "interpolation_player",
     "FramePlayer",
     "LatentExplorer",
     "LatentMap",
@@ -65,6 +75,7 @@ __all__ = [
     "attention_figure",
     "beta_player",
     "cosine_similarities",
+    "denoising_player",
     "decode_png",
     "denoise_player",
     "encode_png",
@@ -83,12 +94,19 @@ __all__ = [
     "posterior_sampler",
     "reverse_player",
     "schedule_figure",
+    "sdedit_player",
     "side_by_side",
     "similarity_explorer",
     "similarity_figure",
+    "slerp",
     "step_comparison",
+    "strip",
+    "strips",
     "text_to_image",
     "to_pixels",
+    "token_player",
+    "token_tiles",
     "train_with_plot",
     "traversal_player",
+    "video_player",
 ]

@@ -1,0 +1,148 @@
+"""Chapter 6's recipes: the Diffusion Transformer on chapter 4's latents and on pixels, trained with
+DDPM's noise prediction or with rectified flow, and the two small families behind the chapter's studies.
+
+  dit-mnist               DiT-XS/1 on the 4 x 7 x 7 latents of `latent-vae-mnist` (49 tokens), class
+                          labels, eps objective: "VAE encoder + ViT + DDPM + VAE decoder"
+  dit-mnist-flow          the same network and data, trained with rectified flow
+  dit-mnist-pixels        DiT-XS/4 on 28 x 28 pixels in 4 x 4 patches (49 tokens), eps objective
+  dit-cifar10             DiT-S/2 on CIFAR-10 pixels (256 tokens): a GPU recipe (its CPU preset is a smoke run)
+  dit-scale-{XXS,XS,S}{4,7}   the scaling study: 3 sizes x patches 4 and 7 on pixels, same steps and batch
+  dit-cond-{incontext,cross,adaln,adaln-zero}   the conditioning variants of DiT's Fig. 3, same size and steps
+
+Every DiT here is one `DiffusionPipeline` with denoiser class "DiT" (or a variant): the pipeline, its
+objective and its samplers are those of chapters 3 and 4. The two study families are scored by
+`eval_quick` (fewer samples and steps than `eval_digit_samples`), so all ten runs fit in minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+from torch import nn
+
+from minilineage.checkpoint import CHECKPOINT_DIR
+from minilineage.data import to_uint8
+from minilineage.diffusion import DiffusionPipeline, diffusion_loss
+from minilineage.metrics import eval_cifar_samples, evaluate_samples
+from minilineage.models.dit import DIT_SIZES
+from minilineage.recipes.core import Preset, Recipe, register, train_recipe
+from minilineage.train import TrainConfig
+
+LATENT = {"autoencoder": "latent-vae-mnist"}  # `from_parts` takes in_channels, shape, scale and x0 bound from it
+PIXELS = {"in_channels": 1}
+
+
+def _pipeline(dit: dict, objective: str = "eps", **changes) -> dict:
+    """A class-conditional pipeline around a DiT config, with chapter 3's schedule and chapter 4's guidance."""
+    return {"denoiser": {"cls": dit.pop("cls", "DiT"), "config": {"num_classes": 10, **dit}},
+            "schedule": "cosine", "T": 1000, "objective": objective, "p_uncond": 0.1, "guidance": 2.0,
+            "sample_steps": 50, **changes}
+
+
+def _presets(cpu: TrainConfig, gpu_dataset: str = "mnist", gpu_model: dict | None = None) -> dict[str, Preset]:
+    """A CPU preset and a GPU preset (the full dataset, a larger DiT, batch 256, 40k steps)."""
+    gpu = TrainConfig(steps=40_000, batch_size=256, lr=5e-4, warmup_steps=1000, ema_decay=0.9999,
+                      checkpoint_every=2000)
+    return {"cpu": Preset("mnist-5k", cpu), "gpu": Preset(gpu_dataset, gpu, gpu_model or {})}
+
+
+SWEEP_STEPS = (5, 10, 25)
+
+
+@torch.no_grad()
+def eval_with_steps(model: nn.Module, device: torch.device, n: int = 500, n_sweep: int = 250) -> dict:
+    """The figures of `metrics.eval_digit_samples` (n samples with the model's 50 steps), then quality against the number of
+    sampling steps, under "by_steps": n_sweep samples at each of SWEEP_STEPS and at 50 steps, all from the same
+    starting noise (DDIM for eps, Euler for rectified flow; the 50-step entry scores the first n_sweep of the n)."""
+    steps = model.config.sample_steps
+    generator = torch.Generator(device=device).manual_seed(0)
+    labels = torch.arange(n) % 10
+    started = time.perf_counter()
+    images = torch.cat([model.sample(n_sweep, generator, labels=labels[i:i + n_sweep].to(device))
+                        for i in range(0, n, n_sweep)])  # chunks of n_sweep: the first is eval_quick's draw
+    seconds = time.perf_counter() - started
+    scores = {**evaluate_samples(to_uint8(images), labels), "samples": n, "sample_seconds": round(seconds, 1),
+              "guidance": model.config.guidance, "steps": steps}
+    by_steps = {str(k): eval_quick(model, device, n=n_sweep, steps=k) for k in SWEEP_STEPS}
+    by_steps[str(steps)] = {**evaluate_samples(to_uint8(images[:n_sweep]), labels[:n_sweep]), "samples": n_sweep,
+                            "sample_seconds": round(seconds * n_sweep / n, 1), "guidance": model.config.guidance,
+                            "steps": steps}
+    return {**scores, "by_steps": by_steps}
+
+
+# AdamW with warm-up, cosine decay and EMA weights, as the U-Net recipes; batch 64 rather than 128, since
+# on a CPU more small steps beat fewer large ones at equal compute; peak rate 1e-3 (2e-3 made the
+# transformer's loss spike in the first few hundred steps).
+CPU_MAIN = TrainConfig(steps=1500, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995, checkpoint_every=250)
+DIT_MNIST = {**PIXELS, **DIT_SIZES["XS"], "patch": 4}  # 49 tokens of 4 x 4 pixels each
+GPU_PIXELS = {"denoiser": {"config": {**DIT_SIZES["B"], "patch": 2}}}  # DiT-B/2: 196 tokens
+for _name, _objective, _what in (("dit-mnist", "eps", "noise prediction (DDPM/DDIM)"),
+                                 ("dit-mnist-flow", "flow", "rectified flow (Euler sampling)")):
+    register(Recipe(_name, f"Chapter 6: class-conditional DiT-XS/4 on 28x28 pixels (49 tokens), adaLN-Zero, {_what}",
+                    DiffusionPipeline, _pipeline(dict(DIT_MNIST), _objective, shape=(1, 28, 28)), diffusion_loss,
+                    _presets(CPU_MAIN, gpu_model=GPU_PIXELS), eval_with_steps))
+
+# The same DiT on chapter 4's 4 x 7 x 7 latents (patch 1: 49 tokens of 4 numbers): "VAE encoder + ViT + DDPM +
+# VAE decoder". Measured on the CPU preset it learns far more slowly than on pixels (chapter 6, section 6).
+register(Recipe("dit-mnist-latent", "Chapter 6: class-conditional DiT-XS/1 on the 4x7x7 latents of latent-vae-mnist",
+                DiffusionPipeline, _pipeline({**DIT_SIZES["XS"], "patch": 1}, guidance=3.0), diffusion_loss,
+                _presets(CPU_MAIN, gpu_model={"denoiser": {"config": dict(DIT_SIZES["B"])}}), eval_with_steps,
+                parts=LATENT))
+
+# CIFAR-10 in pixel space: 3 x 32 x 32 in 2 x 2 patches = 256 tokens; scored as `ddpm-cifar10` (standard FID).
+register(Recipe("dit-cifar10", "Chapter 6: class-conditional DiT-S/2 on CIFAR-10 pixels (256 tokens; a GPU recipe)",
+                DiffusionPipeline,
+                _pipeline({"in_channels": 3, **DIT_SIZES["S"], "patch": 2}, shape=(3, 32, 32)),
+                diffusion_loss,
+                {"cpu": Preset("cifar10", TrainConfig(steps=200, batch_size=32, lr=1e-3, warmup_steps=20)),
+                 "gpu": Preset("cifar10", TrainConfig(steps=100_000, batch_size=256, lr=2e-4, warmup_steps=2000,
+                                                      ema_decay=0.9999, checkpoint_every=5000),
+                               {"denoiser": {"config": {"width": 384, "depth": 12, "heads": 6}}})},
+                eval_cifar_samples))
+
+
+@torch.no_grad()
+def eval_quick(model: nn.Module, device: torch.device, n: int = 250, steps: int = 10) -> dict:
+    """The studies' score: n samples of the digits 0-9 in turn with `steps` sampling steps, FID-LeNet and
+    accuracy (as `eval_digit_samples`, cheaper; compare only runs scored the same way)."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    started = time.perf_counter()
+    images = model.sample(n, generator, labels=torch.arange(n, device=device) % 10, steps=steps)
+    seconds = time.perf_counter() - started
+    scores = evaluate_samples(to_uint8(images), torch.arange(n) % 10)
+    return {**scores, "samples": n, "sample_seconds": round(seconds, 1), "guidance": model.config.guidance,
+            "steps": steps}
+
+
+# The studies: pixels, so the patch size is free (4: 49 tokens, 7: 16 tokens); short runs, all alike.
+STUDY_TRAIN = TrainConfig(steps=300, batch_size=32, lr=1e-3, warmup_steps=30, ema_decay=0.99, checkpoint_every=300)
+SCALING_SIZES = ("XXS", "XS", "S")
+SCALING_PATCHES = (4, 7)
+for _size in SCALING_SIZES:
+    for _p in SCALING_PATCHES:
+        register(Recipe(f"dit-scale-{_size}{_p}", f"Chapter 6 scaling study: DiT-{_size}/{_p} on pixels, 300 short steps",
+                        DiffusionPipeline, _pipeline({**PIXELS, **DIT_SIZES[_size], "patch": _p}, shape=(1, 28, 28)),
+                        diffusion_loss, _presets(STUDY_TRAIN), eval_quick))
+
+CONDITIONING = {"incontext": "InContextDiT", "cross": "CrossAttentionDiT", "adaln": "AdaLNDiT", "adaln-zero": "DiT"}
+COND_TRAIN = TrainConfig(steps=400, batch_size=32, lr=1e-3, warmup_steps=30, ema_decay=0.99, checkpoint_every=600)
+for _variant, _cls in CONDITIONING.items():
+    register(Recipe(f"dit-cond-{_variant}", f"Chapter 6 conditioning study: {_cls} (DiT-XS/7 on pixels), 400 short steps",
+                    DiffusionPipeline,
+                    _pipeline({"cls": _cls, **PIXELS, **DIT_SIZES["XS"], "patch": 7}, shape=(1, 28, 28)),
+                    diffusion_loss, _presets(COND_TRAIN), eval_quick))
+
+
+def study_records(names: list[str], retrain: bool = False, out: str = "runs") -> dict[str, dict]:
+    """The records (sidecars) of a study's runs: read from assets/checkpoints/NAME.json (each the sidecar that
+    `minilineage train NAME` wrote, its command line inside), or, with retrain=True, trained here one after
+    the other into `out` (the same recipes, so the same numbers up to the machine's rounding)."""
+    if retrain:
+        return {name: train_recipe(name, out=out, progress=False).record for name in names}
+    missing = [name for name in names if not (CHECKPOINT_DIR / f"{name}.json").exists()]
+    if missing:
+        raise FileNotFoundError(f"no stored results for {', '.join(missing)} in {CHECKPOINT_DIR}: train them with "
+                                f"`minilineage train NAME --out {CHECKPOINT_DIR}` or pass retrain=True")
+    return {name: json.loads((CHECKPOINT_DIR / f"{name}.json").read_text()) for name in names}

@@ -1,0 +1,122 @@
+"""Every inference mode of chapter 7 from one video diffusion checkpoint: which latent frames are given.
+
+A video DiT trained with random frame masks (`data.video.frame_masks`, `masked_eps_loss`) reads
+clean frames marked with timestep 0 as a condition. Choosing which latent frames to give is then
+the whole difference between the modes (Open-Sora 1.x; the Sora report shows the same set):
+
+  text_to_video    nothing given                       text_to_image  nothing given, one frame
+  image_to_video   latent frame 0 = the encoded image  extend         the last `keep` latents, again and again
+  interpolate      the first and the last latent frame merge          the end of one clip, the start of another
+  edit             no mask: SDEdit, the clip's latents noised part way and denoised (Meng et al. 2021)
+
+All of it happens in the causal VAE's latent space, where an image is a 1-frame clip: its latent
+is exactly the first latent frame of any clip that starts with it. Latents are decoded once, at the
+end, so a clip extended to several windows is decoded as one long latent video.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minilineage.diffusion import DiffusionPipeline, GivenFrames, sdedit
+
+
+def latent_shape(pipe: DiffusionPipeline, frames: int | None = None, size: int | None = None) -> tuple[int, int, int, int]:
+    """(f, c, h, w) of clips of `frames` frames of size x size (default: the autoencoder's training clips);
+    ValueError naming the sizes that fit."""
+    config = pipe.autoencoder.config
+    size = config.size if size is None else size
+    return pipe.autoencoder.latent_size(config.frames if frames is None else frames, size, size)
+
+
+@torch.no_grad()
+def sample_latents(pipe: DiffusionPipeline, prompts: list[str], generator: torch.Generator, shape: tuple[int, ...],
+                   given: GivenFrames | None = None, steps: int | None = None, guidance: float | None = None) -> Tensor:
+    """Scaled latents z0 (n, f, c, h, w) for one prompt each: what `pipe.sample` makes before decoding."""
+    cond = pipe.conditioning(len(prompts), prompt=prompts)
+    guidance = pipe.config.guidance if guidance is None else guidance
+    return pipe.objective.sample(pipe.denoiser(guidance), pipe.sched, (len(prompts), *shape),
+                                 steps or pipe.config.sample_steps, generator, pipe.device, False,
+                                 pipe.config.clip_x0, given, **cond)
+
+
+def _given(z0: Tensor, slots: dict[int, Tensor]) -> GivenFrames:
+    """GivenFrames over latents shaped like z0 (n, f, ...) with slots {latent frame index: latents (n, ...)}."""
+    x0, mask = torch.zeros_like(z0), torch.zeros(z0.shape[:2], dtype=torch.bool, device=z0.device)
+    for index, value in slots.items():
+        x0[:, index], mask[:, index] = value, True
+    return GivenFrames(x0, mask)
+
+
+def text_to_video(pipe: DiffusionPipeline, prompts: list[str], generator: torch.Generator, frames: int | None = None,
+                  size: int | None = None, **options) -> Tensor:
+    """Clips (n, frames, C, size, size) from prompts alone; frames = 1 gives images (text-to-image)."""
+    return pipe.decode(sample_latents(pipe, prompts, generator, latent_shape(pipe, frames, size), **options)).clamp(-1, 1)
+
+
+def image_to_video(pipe: DiffusionPipeline, images: Tensor, prompts: list[str], generator: torch.Generator,
+                   frames: int | None = None, **options) -> Tensor:
+    """Clips that start with the given images (n, C, H, W): latent frame 0 is each image's own latent."""
+    first = pipe.encode(images[:, None])[:, 0]  # (n, c, h, w): an image is a 1-frame video
+    shape = latent_shape(pipe, frames, images.shape[-1])
+    given = _given(torch.zeros(len(images), *shape, device=pipe.device), {0: first})
+    return pipe.decode(sample_latents(pipe, prompts, generator, shape, given, **options)).clamp(-1, 1)
+
+
+def extend(pipe: DiffusionPipeline, clips: Tensor, prompts: list[str], generator: torch.Generator, windows: int = 1,
+           keep: int = 2, **options) -> Tensor:
+    """Continue clips (n, F, C, H, W) by `windows` more windows: each window is given the last `keep`
+    latent frames so far and adds f - keep new ones. Returns the whole clip, decoded in one go."""
+    z = pipe.encode(clips)  # (n, f, c, h, w)
+    f = z.shape[1]
+    if not 1 <= keep < f:
+        raise ValueError(f"keep must be between 1 and {f - 1} latent frames, got {keep}")
+    for _ in range(windows):
+        given = _given(z[:, :f], {i: z[:, -keep + i] for i in range(keep)})
+        window = sample_latents(pipe, prompts, generator, (f, *z.shape[2:]), given, **options)
+        z = torch.cat([z, window[:, keep:]], dim=1)  # (n, f_so_far + f - keep, c, h, w)
+    return pipe.decode(z).clamp(-1, 1)
+
+
+def interpolate(pipe: DiffusionPipeline, clips: Tensor, prompts: list[str], generator: torch.Generator,
+                **options) -> Tensor:
+    """Keep the first and the last latent frame of clips (n, F, C, H, W) and regenerate everything between."""
+    z = pipe.encode(clips)
+    given = _given(z, {0: z[:, 0], z.shape[1] - 1: z[:, -1]})
+    return pipe.decode(sample_latents(pipe, prompts, generator, tuple(z.shape[1:]), given, **options)).clamp(-1, 1)
+
+
+def merge(pipe: DiffusionPipeline, first: Tensor, second: Tensor, prompts: list[str], generator: torch.Generator,
+          keep: int = 2, **options) -> Tensor:
+    """One clip from two: the first clip, a transition the model fills in, then the second clip.
+
+    The window is given the last `keep` latent frames of `first` at its start and latent frames
+    1 .. keep of `second` at its end (latent 0 of a clip encodes its first frame alone, a different
+    kind of latent from those in the middle of a clip). Returns all of `first`, the new latents and
+    the rest of `second`, decoded together.
+    """
+    za, zb = pipe.encode(first), pipe.encode(second)  # (n, f, c, h, w) each
+    f = za.shape[1]
+    if not 1 <= keep <= (f - 1) // 2:
+        raise ValueError(f"keep must be between 1 and {(f - 1) // 2} latent frames to leave one to generate, got {keep}")
+    slots = {i: za[:, f - keep + i] for i in range(keep)} | {f - keep + i: zb[:, 1 + i] for i in range(keep)}
+    window = sample_latents(pipe, prompts, generator, tuple(za.shape[1:]), _given(za, slots), **options)
+    z = torch.cat([za, window[:, keep : f - keep], zb[:, 1:]], dim=1)
+    return pipe.decode(z).clamp(-1, 1)
+
+
+@torch.no_grad()
+def edit(pipe: DiffusionPipeline, clips: Tensor, prompts: list[str], strength: float, generator: torch.Generator,
+         steps: int | None = None, guidance: float | None = None) -> Tensor:
+    """SDEdit on video latents: noise the clips' latents to t = strength T and denoise them with the prompts.
+
+    Meng et al. 2021: strength 0 returns the clip (as the VAE reconstructs it), 1 ignores it.
+    Every frame is noised to the same t and denoised together, so the edit stays coherent in time.
+    """
+    z0 = pipe.encode(clips)  # (n, f, c, h, w)
+    cond = pipe.conditioning(len(z0), prompt=prompts)
+    model = pipe.denoiser(pipe.config.guidance if guidance is None else guidance)
+    z = sdedit(model, pipe.sched, z0, strength, steps or pipe.config.sample_steps, generator, 0.0, pipe.config.clip_x0,
+               **cond)
+    return pipe.decode(z).clamp(-1, 1)

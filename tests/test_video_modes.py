@@ -1,0 +1,83 @@
+"""Every inference mode from one video pipeline: the given latent frames, lengths, and what is kept exactly.
+
+A causal decoder makes frame k depend only on latent frames up to its own, so whatever a mode keeps of
+its input latents, the decoded clip keeps exactly: these tests check that, on a tiny random pipeline.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from minilineage.diffusion import DiffusionPipeline, PipelineConfig
+from minilineage.recipes import video_modes as modes
+
+VOCAB = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "an", *"0123456789", "moves", "left", "right"]
+
+
+@pytest.fixture(scope="module")
+def pipe() -> DiffusionPipeline:
+    torch.manual_seed(0)
+    config = PipelineConfig(
+        denoiser={"cls": "VideoDiT", "config": {"in_channels": 2, "patch": 2, "width": 32, "depth": 1, "heads": 2,
+                                                "context_dim": 16}},
+        autoencoder={"cls": "VAE3d", "config": {"width": 4, "latent_channels": 2, "frames": 9, "size": 16}},
+        text={"vocab": VOCAB, "context_length": 8, "text_width": 16, "text_layers": 1, "text_heads": 2},
+        shape=(3, 2, 4, 4), T=50, sample_steps=4, guidance=2.0)
+    model = DiffusionPipeline(config).eval()
+    with torch.no_grad():  # random weights where DiT starts at zero, so the denoiser's output depends on its input
+        for p in model.net.parameters():
+            if torch.all(p == 0):
+                p.copy_(0.1 * torch.randn(p.shape))
+    return model
+
+
+@pytest.fixture(scope="module")
+def clips() -> torch.Tensor:
+    return torch.rand(2, 9, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1
+
+
+def reconstruct(pipe, x):
+    return pipe.decode(pipe.encode(x)).clamp(-1, 1)
+
+
+def test_text_to_video_and_text_to_image_at_any_length_and_size(pipe):
+    g = torch.Generator().manual_seed(0)
+    assert modes.text_to_video(pipe, ["a 3", "an 8"], g).shape == (2, 9, 1, 16, 16)
+    assert modes.text_to_video(pipe, ["a 3"], g, frames=1).shape == (1, 1, 1, 16, 16)
+    assert modes.text_to_video(pipe, ["a 3"], g, frames=13, size=24).shape == (1, 13, 1, 24, 24)
+    with pytest.raises(ValueError, match="use 9 or 13 frames"):
+        modes.text_to_video(pipe, ["a 3"], g, frames=10)
+
+
+def test_image_to_video_starts_with_the_image_as_the_vae_sees_it(pipe, clips):
+    images = clips[:, 0]  # (2, 1, 16, 16)
+    out = modes.image_to_video(pipe, images, ["a 3", "a 4"], torch.Generator().manual_seed(0), frames=9)
+    assert out.shape == (2, 9, 1, 16, 16)
+    torch.testing.assert_close(out[:, 0], reconstruct(pipe, images[:, None])[:, 0], atol=1e-5, rtol=0)
+
+
+def test_extension_keeps_the_clip_and_adds_f_minus_keep_latent_frames_per_window(pipe, clips):
+    out = modes.extend(pipe, clips, ["a 3", "a 4"], torch.Generator().manual_seed(0), windows=2, keep=1)
+    assert out.shape == (2, 9 + 2 * 2 * 4, 1, 16, 16)  # 3 latent frames a window, 1 given: 2 new = 8 frames
+    torch.testing.assert_close(out[:, :9], reconstruct(pipe, clips), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="keep must be between 1 and 2"):
+        modes.extend(pipe, clips, ["a 3", "a 4"], torch.Generator(), keep=3)
+
+
+def test_interpolation_and_merging_hold_the_given_ends(pipe, clips):
+    g = torch.Generator().manual_seed(0)
+    between = modes.interpolate(pipe, clips, ["a 3", "a 4"], g)
+    assert between.shape == clips.shape
+    torch.testing.assert_close(between[:, 0], reconstruct(pipe, clips)[:, 0], atol=1e-5, rtol=0)
+    merged = modes.merge(pipe, clips, clips.flip(0), ["a 3", "a 4"], g, keep=1)
+    assert merged.shape == (2, 9 + 1 * 4 + 2 * 4, 1, 16, 16)  # first clip, 1 new latent frame, 2 of the second
+    torch.testing.assert_close(merged[:, :9], reconstruct(pipe, clips), atol=1e-5, rtol=0)
+
+
+def test_sdedit_strength_zero_is_the_reconstruction_and_one_forgets_the_clip(pipe, clips):
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    torch.testing.assert_close(modes.edit(pipe, clips, ["a 3", "a 4"], 0.0, g()), reconstruct(pipe, clips))
+    gap = {s: (modes.edit(pipe, clips, ["a 3", "a 4"], s, g()) - modes.edit(pipe, -clips, ["a 3", "a 4"], s, g())).abs().max()
+           for s in (0.3, 1.0)}  # how much two opposite inputs still differ after editing
+    assert gap[1.0] < 1e-3 * gap[0.3], gap  # from (almost) pure noise the input no longer matters
