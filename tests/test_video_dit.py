@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import randomize_
 
 from minilineage.data.video import frame_masks
 from minilineage.diffusion import DiffusionPipeline, GivenFrames, PipelineConfig
@@ -20,13 +21,7 @@ def tiny(seed: int = 0, trained: bool = True, **overrides) -> VideoDiT:
     torch.manual_seed(seed)
     model = VideoDiT(VideoDiTConfig(**{"in_channels": 2, "patch": 2, "width": 32, "depth": 2, "heads": 2,
                                        "num_classes": 10, **overrides})).eval()
-    if trained:
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.parameters():
-                if torch.all(p == 0):
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.1)
-    return model
+    return randomize_(model, seed) if trained else model
 
 
 @pytest.mark.parametrize("frames, size", [(1, 4), (3, 4), (5, 6), (2, 8)])

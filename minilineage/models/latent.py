@@ -32,7 +32,23 @@ class LatentVAEConfig:
     beta: float = 0.01  # weight of the KL term; Rombach et al. use a tiny one so latents keep the detail
 
 
-class LatentVAE(nn.Module):
+class LatentAutoencoder(nn.Module):
+    """What the latent autoencoders share (`LatentVAE`, chapter 7's `VAE3d`): given `encode` (-> mu, logvar),
+    `decode` and `latent_shape`, a deterministic reconstruction and decoded prior draws."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruct from the mean latent (deterministic; used for reconstruction error)."""
+        return self.decode(self.encode(x)[0])
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator, **_) -> torch.Tensor:
+        """Decode latents drawn from N(0, I): with a tiny KL weight this is NOT a generator (Chapter 4 shows why)."""
+        device = next(self.parameters()).device
+        z = torch.randn((n, *self.latent_shape), generator=generator, device=device)
+        return self.decode(z).clamp(-1, 1)
+
+
+class LatentVAE(LatentAutoencoder):
     """KL-regularised autoencoder with a spatial latent: (B, C, S, S) <-> (B, 4, S/4, S/4). Rombach et al. 2022."""
 
     Config = LatentVAEConfig
@@ -62,17 +78,6 @@ class LatentVAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)  # (B, C, S, S)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct from the mean latent (deterministic; used for reconstruction error)."""
-        return self.decode(self.encode(x)[0])
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator, **_) -> torch.Tensor:
-        """Decode latents drawn from N(0, I): with a tiny KL weight this is NOT a generator (Chapter 4 shows why)."""
-        device = next(self.parameters()).device
-        z = torch.randn((n, *self.latent_shape), generator=generator, device=device)
-        return self.decode(z).clamp(-1, 1)
 
 
 def latent_vae_loss(model: LatentVAE, batch: dict, generator: torch.Generator) -> torch.Tensor:

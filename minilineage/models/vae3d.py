@@ -28,6 +28,7 @@ from einops import rearrange
 from torch import nn
 
 from minilineage.models.autoencoder import kl_to_standard_normal, reparameterize
+from minilineage.models.latent import LatentAutoencoder
 
 
 class CausalConv3d(nn.Module):
@@ -91,7 +92,7 @@ class VAE3dConfig:
             raise ValueError(f"temporal_downsample must be 1, 2 or 4, got {self.temporal_downsample}")
 
 
-class VAE3d(nn.Module):
+class VAE3d(LatentAutoencoder):
     """Causal spatio-temporal VAE: (B, 1 + k s, C, H, W) <-> latents (B, 1 + k, c, H/4, W/4). Yu et al. 2024."""
 
     Config = VAE3dConfig
@@ -153,17 +154,6 @@ class VAE3d(nn.Module):
         h = self.decoder_up(upsample_space(h))  # (B, w, F, 2h, 2w)
         h = self.decoder_out(upsample_space(h))  # (B, C, F, 4h, 4w)
         return rearrange(h, "b c f h w -> b f c h w")  # (B, F, C, H, W)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Reconstruct from the mean latent (deterministic; used for reconstruction error)."""
-        return self.decode(self.encode(x)[0])
-
-    @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator, **_) -> torch.Tensor:
-        """Decode latents drawn from N(0, I): like chapter 4's, with a tiny KL weight this is NOT a generator."""
-        device = next(self.parameters()).device
-        z = torch.randn((n, *self.latent_shape), generator=generator, device=device)
-        return self.decode(z).clamp(-1, 1)
 
 
 def vae3d_loss(model: VAE3d, batch: dict, generator: torch.Generator) -> torch.Tensor:
