@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minilineage import bench
+from minilineage import bench, video_cli
 from minilineage.checkpoint import load_model
 from minilineage.data import load_dataset, prompt_digit, to_uint8
 from minilineage.distributed import launched
@@ -99,10 +99,15 @@ def cmd_train(args) -> None:
 
 def cmd_sample(args) -> None:
     out = Path(args.out)
-    if out.suffix not in SAMPLE_SUFFIXES:
-        raise ValueError(f"--out must end in {' or '.join(SAMPLE_SUFFIXES)}, got {out.name!r}")
+    if out.suffix not in SAMPLE_SUFFIXES + video_cli.CLIP_SUFFIXES:
+        raise ValueError(f"--out must end in {' or '.join(SAMPLE_SUFFIXES)}, got {out.name!r} (video checkpoints "
+                         "also write .gif or .mp4)")
     device = pick_device(args.device)
     model = load_model(args.checkpoint, device=device)
+    video = video_cli.is_video_model(model)
+    if not video:
+        video_cli.refuse_video_flags(model, args, images_ok=out.suffix in SAMPLE_SUFFIXES)
+        args.n = args.n or 64  # a video's default is one clip per --init-video clip (`video_cli.sample_clips`)
     options = {"steps": args.steps, "guidance": args.guidance, "prompt": args.prompt, "labels": args.labels}
     given = {k: v for k, v in options.items() if v is not None}
     accepted = getattr(model, "sample_options", ())
@@ -117,16 +122,23 @@ def cmd_sample(args) -> None:
         model.conditioning(len(labels), labels=labels)  # out-of-range labels fail here, before any sampling
         given["labels"] = labels
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    images = []
-    for start in range(0, args.n, args.batch_size):
-        part = {k: (v[start : start + args.batch_size] if k == "labels" else v) for k, v in given.items()}
-        images.append(model.sample(min(args.batch_size, args.n - start), generator=generator, **part).cpu())
-    array = to_uint8(torch.cat(images)).numpy()
+    if video:
+        array = video_cli.sample_clips(model, args, generator)
+    else:
+        images = []
+        for start in range(0, args.n, args.batch_size):
+            part = {k: (v[start : start + args.batch_size] if k == "labels" else v) for k, v in given.items()}
+            images.append(model.sample(min(args.batch_size, args.n - start), generator=generator, **part).cpu())
+        array = to_uint8(torch.cat(images)).numpy()
     if args.prompt is not None:
         digit = prompt_digit(args.prompt)  # lets `minilineage eval` report prompt adherence
-        labels = None if digit is None else torch.full((args.n,), digit)
-    save_images(array, out, labels.numpy().astype(np.int64) if labels is not None else None)
-    print(f"wrote {args.n} samples {array.shape} to {out}")
+        labels = None if digit is None else torch.full((len(array),), digit)
+    labels = labels.numpy().astype(np.int64) if labels is not None else None
+    if video:
+        video_cli.save_clips(array, out, labels, args.fps or 8)
+    else:
+        save_images(array, out, labels)
+    print(f"wrote {len(array)} samples {array.shape} to {out}")
 
 
 def cmd_eval(args) -> None:
@@ -200,10 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="latent diffusion: encode the dataset once with the frozen autoencoder instead of at every step")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("sample", help="draw samples from a checkpoint", description="Draw samples and save them as .npz (uint8 `images` (N, C, H, W), `labels`) or a .png grid.")
+    p = sub.add_parser("sample", help="draw samples from a checkpoint", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Draw samples and save them as .npz (uint8 `images` (N, C, H, W), `labels`) or a .png grid.\n"
+                                   "Video checkpoints (e.g. videodit-moving-mnist) write clips: .npz (N, F, C, H, W), a .gif\n"
+                                   "or .mp4 (a grid of the clips per frame), or a .png (a row per clip), in one --mode.",
+                       epilog=video_cli.EPILOG)
     p.add_argument("checkpoint", help="a .pt file, or the name of a shipped checkpoint (e.g. ddpm-mnist)")
-    p.add_argument("--n", type=positive_int, default=64, help="number of samples (default: 64)")
-    p.add_argument("--out", required=True, help="output file, .npz or .png")
+    p.add_argument("--n", type=positive_int, help="number of samples (default: 64; with --init-video one per input clip)")
+    p.add_argument("--out", required=True, help="output file, .npz or .png; for video also .gif or .mp4 (the `video` extra)")
     p.add_argument("--labels", type=parse_labels, help="class labels to cycle through, e.g. 0-9 or 1,7 (class-conditional models)")
     p.add_argument("--prompt", help="text prompt (text-conditioned models); a prompt naming one digit "
                    "(\"a handwritten seven\") also stores that digit as `labels`, for `minilineage eval`")
@@ -213,6 +229,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=100,
                    help="samples per forward batch (default: 100, the fastest on a 2-core CPU)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    v = p.add_argument_group("video checkpoints")
+    v.add_argument("--mode", choices=video_cli.MODES, help="which frames are given (see below; default: edit with --strength, else t2v)")
+    v.add_argument("--frames", type=positive_int, help="frames of a clip drawn from the prompt, 1 + 4k (default: the "
+                   "training clips'; 1 = an image, still stored as (N, 1, C, H, W))")
+    v.add_argument("--size", type=positive_int, help="frame side of a clip drawn from the prompt (default: the training size)")
+    v.add_argument("--init-video", nargs="+", metavar="CLIP.npz", help="input clips: an .npz with uint8 `images` "
+                   "(N, F, C, H, W) as `sample` writes; two files for --mode merge")
+    v.add_argument("--strength", type=float, help="--mode edit: how far to noise the clips, 0 (keep) .. 1 (ignore them)")
+    v.add_argument("--windows", type=positive_int, help="--mode extend: windows to add, each given the last --keep latent frames (default: 1)")
+    v.add_argument("--keep", type=positive_int, help="--mode extend / merge: latent frames given per window (default: 2)")
+    v.add_argument("--fps", type=positive_int, help="frames per second of a .gif or .mp4 (default: 8)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser(

@@ -45,6 +45,18 @@ def test_a_fresh_dit_predicts_exactly_zero(name):
     assert out.shape == (2, 1, size, size) and torch.equal(out, torch.zeros_like(out))
 
 
+@pytest.mark.parametrize("width", [32, 64, 128])
+def test_a_fresh_condition_has_unit_scale_at_any_width_so_labels_reach_the_blocks(width):
+    # DiT's std 0.02 tables give c ~ 0.01 per channel at these widths, and the labels then barely train (chapter 6)
+    torch.manual_seed(0)
+    model = tiny(width=width, heads=4)
+    c = model.condition(torch.arange(0, 1000, 100), torch.arange(10), (7, 7))  # (10, 1, D)
+    label_part = model.label_embed(torch.arange(10))  # (10, D)
+    assert 0.5 < label_part.std().item() < 2.0
+    assert 0.3 < c.std().item() < 3.0
+    assert (c[1:] - c[:-1]).abs().mean() > 0.3  # neighbouring (t, y) pairs differ at unit scale, not by a nudge
+
+
 def test_the_block_computes_adaln_zero_as_written_in_the_paper():
     """DiT's Eq.: x + g1 * Attn(LN(x)(1 + s1) + b1), then + g2 * MLP(LN(x)(1 + s2) + b2), attention by hand."""
     torch.manual_seed(0)

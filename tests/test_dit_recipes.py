@@ -37,12 +37,20 @@ def test_every_dit_recipe_has_a_cpu_and_a_gpu_preset_and_a_known_denoiser():
         assert denoiser(name)["cls"] in MODELS, name
 
 
-def test_the_flow_recipe_is_the_eps_recipe_with_only_the_objective_changed():
-    eps, flow = RECIPES["dit-mnist"], RECIPES["dit-mnist-flow"]
-    assert eps.model_config["objective"] == "eps" and flow.model_config["objective"] == "flow"
-    assert {**flow.model_config, "objective": "eps"} == eps.model_config
-    assert flow.presets == eps.presets and flow.parts == eps.parts == {}  # pixels, no autoencoder
+def test_the_flow_recipe_is_the_v_recipe_with_only_the_objective_changed():
+    v, flow = RECIPES["dit-mnist"], RECIPES["dit-mnist-flow"]
+    assert v.model_config["objective"] == "v" and flow.model_config["objective"] == "flow"
+    assert {**flow.model_config, "objective": "v"} == v.model_config
+    assert flow.presets == v.presets and flow.parts == v.parts == {}  # pixels, no autoencoder
     assert RECIPES["dit-mnist-latent"].parts == {"autoencoder": "latent-vae-mnist"}
+
+
+def test_the_objective_study_is_dit_mnist_with_only_the_objective_and_the_steps_changed():
+    configs = {o: RECIPES[f"dit-obj-{o}"].model_config for o in dit_recipes.OBJECTIVES}
+    assert [c["objective"] for c in configs.values()] == ["eps", "v", "flow"]
+    assert all({**c, "objective": "v"} == RECIPES["dit-mnist"].model_config for c in configs.values())
+    trains = [RECIPES[f"dit-obj-{o}"].presets["cpu"].train for o in dit_recipes.OBJECTIVES]
+    assert all(train == trains[0] for train in trains) and trains[0].batch_size == RECIPES["dit-mnist"].presets["cpu"].train.batch_size
 
 
 def test_the_scaling_study_varies_only_size_and_patch():
@@ -87,7 +95,7 @@ def tiny_pipeline(objective: str) -> DiffusionPipeline:
     return model
 
 
-@pytest.mark.parametrize("objective", ["eps", "flow"])
+@pytest.mark.parametrize("objective", ["eps", "v", "flow"])
 def test_the_step_sweep_scores_the_same_starting_noise_at_every_number_of_steps(monkeypatch, objective):
     monkeypatch.setattr(dit_recipes, "SWEEP_STEPS", (1,))
     # FID-LeNet takes seconds per call; a fingerprint of the images is enough to tell which images were scored

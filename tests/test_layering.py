@@ -21,7 +21,7 @@ LAYERS = (
     ("minilineage.diffusion",),  # schedules, forward process, losses, samplers, pipeline
     ("minilineage.checkpoint", "minilineage.distributed", "minilineage.train"),  # saving and loading; processes; the training loop
     ("minilineage.metrics", "minilineage.recipes"),  # evaluation; named training runs
-    ("minilineage.widgets", "minilineage.cli", "minilineage.bench", "minilineage.checks", "minilineage.exercises"),  # what users touch
+    ("minilineage.widgets", "minilineage.cli", "minilineage.video_cli", "minilineage.bench", "minilineage.checks", "minilineage.exercises"),  # what users touch
 )
 
 

@@ -46,7 +46,7 @@ DIT_MATCHED = (  # a class-conditional DiT recipe (dit-mnist) against DiTTransfo
     "blocks: adaLN-Zero (shift, scale, gate x 2 from one Linear(D, 6D) on SiLU(c)), LayerNorms without affine "
     "(eps 1e-6), biased q/k/v/out projections, Linear-GELU-Linear MLP",
     "final layer: adaLN (Linear(D, 2D)) + Linear(D, p*p*C); class table of 11 (10 + null); out channels = in "
-    "(eps only, no learnt sigma)",
+    "(eps or v, no learnt sigma)",
 )
 DIT_DIFFERS = (
     "conditioning: every DiTTransformer2DModel block has its own timestep MLP (256 sinusoids -> D -> D) and label "
@@ -164,20 +164,25 @@ class Reference(nn.Module):
         return z0 if self.codec is None else self.codec.decode(z0)
 
 
+PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction"}  # our objective -> diffusers' prediction_type
+
+
 def reference_job(config: PipelineConfig, name: str | None = None, codec: nn.Module | None = None,
                   shape: tuple[int, ...] | None = None) -> Job:
-    """The diffusers network + DDIMScheduler doing what DiffusionPipeline(config) does: train on eps, sample with DDIM.
+    """The diffusers network + DDIMScheduler doing what DiffusionPipeline(config) does: train on eps (or v, with
+    diffusers' `prediction_type="v_prediction"` and `get_velocity`), sample with DDIM.
 
     For a latent pipeline, `codec` is ours without its denoiser (see `Reference`) and `shape` the pixel shape.
     """
     from diffusers import DDIMScheduler
 
-    if config.objective != "eps":
-        raise ValueError(f"the reference trains on eps, not {config.objective!r}")
+    if config.objective not in PREDICTION_TYPES:
+        raise ValueError(f"the reference trains on {' or '.join(PREDICTION_TYPES)}, not {config.objective!r}")
     model = Reference(reference_net(config), codec)
     scheduler = DDIMScheduler(num_train_timesteps=config.T, timestep_spacing="linspace",  # our DDIM timesteps
                               beta_schedule={"cosine": "squaredcos_cap_v2"}.get(config.schedule, "linear"),
-                              clip_sample=config.clip_x0 is not None, clip_sample_range=config.clip_x0 or 1.0)
+                              clip_sample=config.clip_x0 is not None, clip_sample_range=config.clip_x0 or 1.0,
+                              prediction_type=PREDICTION_TYPES[config.objective])
     classes = config.denoiser["config"].get("num_classes")
     drops_labels = isinstance(model.net, DiffusersUNet)  # DiTTransformer2DModel drops them itself (LabelEmbedding)
 
@@ -187,7 +192,8 @@ def reference_job(config: PipelineConfig, name: str | None = None, codec: nn.Mod
         eps = torch.randn(x0.shape, generator=generator, device=generator.device).to(x0.device)
         drop = torch.rand(y.shape, generator=generator, device=generator.device).to(y.device) < config.p_uncond
         y = (torch.where(drop, classes, y) if drops_labels else y) if classes else None
-        return F.mse_loss(model(scheduler.add_noise(x0, eps, t), t, y), eps)
+        target = eps if config.objective == "eps" else scheduler.get_velocity(x0, eps, t)
+        return F.mse_loss(model(scheduler.add_noise(x0, eps, t), t, y), target)
 
     @torch.no_grad()
     def sample(model, n, steps, generator):  # the diffusers loop: set_timesteps, then one step() per call

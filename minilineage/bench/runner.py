@@ -2,7 +2,7 @@
 
 A job name is a recipe ("ddpm-mnist", at its CPU preset's size) or "diffusers:RECIPE", the diffusers
 reference of that recipe's denoiser (`reference.reference_job`). A recipe has a reference when it is
-an eps-prediction DiffusionPipeline whose denoiser is a UNet or a DiT conditioned on class labels.
+an eps- or v-prediction DiffusionPipeline whose denoiser is a UNet or a DiT conditioned on class labels.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from minilineage.bench.measure import BenchSettings, Job, measure
-from minilineage.bench.reference import REFERENCE_NOTES, reference_job, size_line
+from minilineage.bench.reference import PREDICTION_TYPES, REFERENCE_NOTES, reference_job, size_line
 from minilineage.diffusion import DiffusionPipeline
 from minilineage.recipes import get_recipe
 from minilineage.train import describe_device, pick_device
@@ -50,13 +50,13 @@ def recipe_job(name: str) -> Job:
 
 
 def has_reference(name: str) -> bool:
-    """Whether `name` has a diffusers reference: eps, a UNet or DiT denoiser, class labels or none, no text."""
+    """Whether `name` has a diffusers reference: eps or v, a UNet or DiT denoiser, class labels or none, no text."""
     recipe = get_recipe(name)
     if recipe.model_cls is not DiffusionPipeline or "clip" in recipe.parts:
         return False
     config = recipe.config()
     denoiser = config.denoiser["config"]
-    return (config.objective == "eps" and config.denoiser["cls"] in REFERENCE_NOTES and denoiser.get("context_dim") is None
+    return (config.objective in PREDICTION_TYPES and config.denoiser["cls"] in REFERENCE_NOTES and denoiser.get("context_dim") is None
             and (config.denoiser["cls"] == "UNet" or bool(denoiser.get("num_classes"))))
 
 
