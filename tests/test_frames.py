@@ -23,8 +23,10 @@ from minilineage.diffusion import (
     eps_loss,
     gather,
     masked_eps_loss,
+    masked_v_loss,
     q_sample,
     v_loss,
+    v_target,
 )
 
 SCHED = NoiseSchedule.named("cosine", 200)
@@ -173,6 +175,21 @@ def test_masked_loss_gives_frames_clean_at_t0_and_scores_only_the_others():
     torch.testing.assert_close(none, eps_loss(lambda x, tt: 0.5 * x, SCHED, x0, None, t=t, eps=eps))
     with pytest.raises(ValueError, match="bool mask"):
         masked_eps_loss(model, SCHED, x0, given.long(), None)
+
+
+def test_the_masked_v_loss_regresses_v_on_generated_frames_and_equals_v_loss_with_none_given():
+    B, F = 3, 4
+    x0, eps = torch.randn(B, F, 1, 2, 2, generator=seeded(11)), torch.randn(B, F, 1, 2, 2, generator=seeded(12))
+    t = torch.tensor([5, 100, 199])
+    given = torch.tensor([[True, False, False, False], [False, False, False, False], [True, True, False, True]])
+    model = lambda xt, t_frames: torch.where(given[..., None, None, None], 1e6, 0.5 * xt)  # garbage where given
+    loss = masked_v_loss(model, SCHED, x0, given, None, t=t, eps=eps)
+    target = v_target(SCHED, x0, t, eps)  # (B, F, ...) with t per sample: the same on every generated frame
+    expected = (0.5 * q_sample(SCHED, x0, t, eps) - target)[~given].square().mean()
+    torch.testing.assert_close(loss, expected)
+    assert not torch.allclose(loss, masked_eps_loss(model, SCHED, x0, given, None, t=t, eps=eps))  # a different target
+    none = masked_v_loss(lambda x, tf: 0.5 * x, SCHED, x0, torch.zeros(B, F, dtype=torch.bool), None, t=t, eps=eps)
+    torch.testing.assert_close(none, v_loss(lambda x, tt: 0.5 * x, SCHED, x0, None, t=t, eps=eps))
 
 
 def test_a_pipeline_samples_sizes_it_was_not_trained_at():

@@ -75,9 +75,17 @@ def test_interpolation_and_merging_hold_the_given_ends(pipe, clips):
     torch.testing.assert_close(merged[:, :9], reconstruct(pipe, clips), atol=1e-5, rtol=0)
 
 
-def test_sdedit_strength_zero_is_the_reconstruction_and_one_forgets_the_clip(pipe, clips):
+def test_sdedit_strength_zero_is_the_reconstruction_and_one_forgets_the_clip(pipe, clips, monkeypatch):
     g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     torch.testing.assert_close(modes.edit(pipe, clips, ["a 3", "a 4"], 0.0, g()), reconstruct(pipe, clips))
-    gap = {s: (modes.edit(pipe, clips, ["a 3", "a 4"], s, g()) - modes.edit(pipe, -clips, ["a 3", "a 4"], s, g())).abs().max()
-           for s in (0.3, 1.0)}  # how much two opposite inputs still differ after editing
-    assert gap[1.0] < 1e-3 * gap[0.3], gap  # from (almost) pure noise the input no longer matters
+    # How much of the input survives is judged on latents (this tiny random VAE maps every clip to nearly one latent)
+    # with a denoiser that predicts eps_hat = 0 (a random one amplifies tiny differences chaotically): what is left
+    # of the input is then only what the noising kept.
+    monkeypatch.setattr(pipe, "encode", lambda x: x)
+    monkeypatch.setattr(pipe, "decode", lambda z0: z0)
+    monkeypatch.setattr(pipe, "denoiser", lambda guidance: lambda x, t, **cond: torch.zeros_like(x))
+    z = torch.rand(2, 3, 2, 4, 4, generator=torch.Generator().manual_seed(2)) * 2 - 1  # latents (n, f, c, h, w)
+    gap = {s: (modes.edit(pipe, z, ["a 3", "a 4"], s, g()) - modes.edit(pipe, -z, ["a 3", "a 4"], s, g())).abs().mean()
+           for s in (0.0, 0.3, 1.0)}  # how much two opposite inputs still differ after editing
+    assert gap[1.0] < gap[0.3] < gap[0.0], gap  # the more noise, the less of the input survives
+    assert gap[1.0] < 0.05 * gap[0.0], gap  # from (almost) pure noise the input no longer matters

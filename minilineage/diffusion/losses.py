@@ -91,6 +91,27 @@ def masked_eps_loss(
     interpolation by choosing which frames are given (`GivenFrames` in the samplers). This is the
     frame masking of Open-Sora 1.x. With no frame given it equals `eps_loss`.
     """
+    return _masked_loss(model, sched, x0, given, generator, t, eps, lambda t_frames, eps: eps, **cond)
+
+
+def masked_v_loss(
+    model: Model,
+    sched: NoiseSchedule,
+    x0: Tensor,
+    given: Tensor,
+    generator: torch.Generator | None,
+    t: Tensor | None = None,
+    eps: Tensor | None = None,
+    **cond: Tensor,
+) -> Tensor:
+    """`masked_eps_loss` with the v target (Salimans & Ho 2022) on the generated frames; with no frame
+    given it equals `v_loss`."""
+    return _masked_loss(model, sched, x0, given, generator, t, eps,
+                        lambda t_frames, eps: v_target(sched, x0, t_frames, eps), **cond)
+
+
+def _masked_loss(model, sched, x0, given, generator, t, eps, target, **cond) -> Tensor:
+    """Frame-masked regression: given frames clean at t = 0 and out of the loss, `target(t_frames, eps)` elsewhere."""
     if x0.ndim != 5 or given.shape != x0.shape[:2] or given.dtype != torch.bool:
         raise ValueError(f"need videos (B, F, C, H, W) and a bool mask (B, F), got {tuple(x0.shape)} and "
                          f"{given.dtype} {tuple(given.shape)}")
@@ -98,6 +119,6 @@ def masked_eps_loss(
     t_frames = frame_timesteps(t, given)  # (B, F)
     keep = given[..., None, None, None]  # (B, F, 1, 1, 1)
     xt = torch.where(keep, x0, q_sample(sched, x0, t_frames, eps))  # given frames stay clean
-    error = (model(xt, t_frames, **cond) - eps).square()  # (B, F, C, H, W)
+    error = (model(xt, t_frames, **cond) - target(t_frames, eps)).square()  # (B, F, C, H, W)
     weight = (~keep).to(error.dtype).expand_as(error)
     return (error * weight).sum() / weight.sum().clamp(min=1)

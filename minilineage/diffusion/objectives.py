@@ -15,6 +15,8 @@ An objective is three functions (`Objective`), so a pipeline never asks which on
                                              classifier-free guidance (`guided`) mixes this output
   sample(model, sched, shape, steps, generator, device, trajectory, clip_x0, given, **cond)
                                              runs the sampler on such a callable
+  masked_loss(net, sched, x0, given, generator, **cond)
+                                             the loss with given video frames (eps and v; not flow yet)
 A pipeline picks one by name (`PipelineConfig.objective`). The network is the same in all three.
 """
 
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from minilineage.diffusion.flow import flow_loss, flow_sample, velocity
-from minilineage.diffusion.losses import eps_loss, v_loss
+from minilineage.diffusion.losses import eps_loss, masked_eps_loss, masked_v_loss, v_loss
 from minilineage.diffusion.process import Model, NoiseSchedule, eps_from_v
 from minilineage.diffusion.samplers import sample_with_steps
 
@@ -39,6 +41,7 @@ class Objective:
     loss: Callable[..., Tensor]
     prediction: Callable[[Model, NoiseSchedule], Model]
     sample: Callable[..., Tensor | tuple[Tensor, list[dict]]]
+    masked_loss: Callable[..., Tensor] | None = None  # the loss on videos with given frames (None: not supported)
 
 
 def _eps_prediction(net: Model, sched: NoiseSchedule) -> Model:
@@ -68,8 +71,8 @@ def _flow_sample(model: Model, sched: NoiseSchedule, shape: tuple[int, ...], ste
 
 
 OBJECTIVES: dict[str, Objective] = {
-    "eps": Objective("eps", eps_loss, _eps_prediction, sample_with_steps),
-    "v": Objective("v", v_loss, _v_prediction, sample_with_steps),
+    "eps": Objective("eps", eps_loss, _eps_prediction, sample_with_steps, masked_eps_loss),
+    "v": Objective("v", v_loss, _v_prediction, sample_with_steps, masked_v_loss),
     "flow": Objective("flow", _flow_loss, _flow_prediction, _flow_sample),
 }
 

@@ -23,7 +23,6 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from minilineage.diffusion.conditioning import LabelCondition, TextCondition
-from minilineage.diffusion.losses import masked_eps_loss
 from minilineage.diffusion.objectives import get_objective
 from minilineage.diffusion.process import NoiseSchedule
 from minilineage.diffusion.samplers import Given, guided
@@ -192,16 +191,16 @@ class DiffusionPipeline(nn.Module):
 
         With "eps" and an autoencoder this is L_LDM of Rombach et al. 2022, Eq. (2); with text too, their Eq. (3).
 
-        A batch with "given" (B, F) trains with frame masks (`masked_eps_loss`). `net` is the
+        A batch with "given" (B, F) trains with frame masks (the objective's `masked_loss`). `net` is the
         callable that predicts eps (a DDP or compiled wrapper of this model), by default this model.
         """
         z0 = self.encode_moments(batch["moments"], generator) if "moments" in batch else self.encode(batch["x"], generator)
         cond = {} if self.condition is None else self.condition.from_batch(batch, self.config.p_uncond, generator)
         net, sched = net or self, self.sched.to(z0.device)
         if "given" in batch:
-            if self.objective.name != "eps":
-                raise ValueError(f"training with given frames needs the 'eps' objective, not {self.objective.name!r}")
-            return masked_eps_loss(net, sched, z0, batch["given"], generator, **cond)
+            if self.objective.masked_loss is None:
+                raise ValueError(f"training with given frames needs the 'eps' or 'v' objective, not {self.objective.name!r}")
+            return self.objective.masked_loss(net, sched, z0, batch["given"], generator, **cond)
         return self.objective.loss(net, sched, z0, generator, **cond)
 
     @torch.no_grad()

@@ -202,13 +202,15 @@ def eval_videodit(model: DiffusionPipeline, device: torch.device, n: int = 50) -
 # The video DiT on vae3d latents (5 x 4 x 8 x 8, patch 2: 80 tokens), prompts read by chapter 4's
 # frozen CLIP text encoder. Its vocabulary knows "a", "an" and the digits but not the motion words,
 # which it reads as <unk>: the prompt can name the digit, not its motion (see re-captioning).
+# v-prediction, not eps: chapter 6's objective study measured a small DiT predicting eps still drawing patchwork
+# where v (and flow) drew digits; the frame-masked loss has a v form (`masked_v_loss`), flow's is not written yet.
 VIDEODIT = {"denoiser": {"cls": "VideoDiT", "config": dict(VIDEO_DIT_SIZES["S"])}, "schedule": "cosine",
-            "T": 1000, "objective": "eps", "p_uncond": 0.1, "guidance": 3.0, "sample_steps": 50}
+            "T": 1000, "objective": "v", "p_uncond": 0.1, "guidance": 3.0, "sample_steps": 50}
 register(Recipe(
     "videodit-moving-mnist", "Chapter 7: text-to-video DiT over spacetime patches of vae3d latents, size buckets, frame masks",
     DiffusionPipeline, VIDEODIT, diffusion_loss, {
-        # 700 steps (15 min on a shared CPU) were far too few: clips of shapeless, drifting strokes. 3,000 is
-        # an estimate of what it needs, not yet measured.
+        # 700 steps (15 min on a shared CPU) gave clips of shapeless, drifting strokes, with eps and DiT's std-0.02
+        # condition, both since changed (chapter 6). 3,000 is an estimate of what it needs, not yet measured.
         "cpu": Preset("moving-mnist", TrainConfig(steps=3000, batch_size=32, lr=1e-3, warmup_steps=100,
                                                   ema_decay=0.999, checkpoint_every=500)),
         "gpu": Preset("moving-mnist", TrainConfig(steps=40_000, batch_size=128, lr=5e-4, warmup_steps=1000,
