@@ -11,27 +11,19 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
-from tiny import randomize_
+from tiny import video_pipeline
 
 from minilineage import checkpoint, cli
 from minilineage.data import to_float, to_uint8
-from minilineage.diffusion import DiffusionPipeline, PipelineConfig
+from minilineage.diffusion import DiffusionPipeline
 from minilineage.recipes import video_modes as modes
 
-VOCAB = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "an", *"0123456789", "moves", "left", "right"]
 PROMPT = "a 3 moves right"
 
 
 @pytest.fixture(scope="module")
 def pipe() -> DiffusionPipeline:
-    torch.manual_seed(0)
-    config = PipelineConfig(
-        denoiser={"cls": "VideoDiT", "config": {"in_channels": 2, "patch": 2, "width": 32, "depth": 1, "heads": 2,
-                                                "context_dim": 16}},
-        autoencoder={"cls": "VAE3d", "config": {"width": 4, "latent_channels": 2, "frames": 9, "size": 16}},
-        text={"vocab": VOCAB, "context_length": 8, "text_width": 16, "text_layers": 1, "text_heads": 2},
-        shape=(3, 2, 4, 4), T=50, sample_steps=2, guidance=2.0)
-    return randomize_(DiffusionPipeline(config).eval())
+    return video_pipeline(sample_steps=2)
 
 
 @pytest.fixture(scope="module")

@@ -8,28 +8,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny import video_pipeline
 
-from minilineage.diffusion import DiffusionPipeline, PipelineConfig
+from minilineage.diffusion import DiffusionPipeline
 from minilineage.recipes import video_modes as modes
-
-VOCAB = ["<pad>", "<bos>", "<eos>", "<unk>", "a", "an", *"0123456789", "moves", "left", "right"]
 
 
 @pytest.fixture(scope="module")
 def pipe() -> DiffusionPipeline:
-    torch.manual_seed(0)
-    config = PipelineConfig(
-        denoiser={"cls": "VideoDiT", "config": {"in_channels": 2, "patch": 2, "width": 32, "depth": 1, "heads": 2,
-                                                "context_dim": 16}},
-        autoencoder={"cls": "VAE3d", "config": {"width": 4, "latent_channels": 2, "frames": 9, "size": 16}},
-        text={"vocab": VOCAB, "context_length": 8, "text_width": 16, "text_layers": 1, "text_heads": 2},
-        shape=(3, 2, 4, 4), T=50, sample_steps=4, guidance=2.0)
-    model = DiffusionPipeline(config).eval()
-    with torch.no_grad():  # random weights where DiT starts at zero, so the denoiser's output depends on its input
-        for p in model.net.parameters():
-            if torch.all(p == 0):
-                p.copy_(0.1 * torch.randn(p.shape))
-    return model
+    return video_pipeline(sample_steps=4)
 
 
 @pytest.fixture(scope="module")
