@@ -56,7 +56,7 @@ from minilineage.checks import claim
 from minilineage.data import load_dataset
 from minilineage.diffusion import DiffusionPipeline, PipelineConfig
 from minilineage.diffusion.flow import flow_timesteps, flow_xt
-from minilineage.exercises import exercise, show_solution  # noqa: F401  (show_solution: section 10)
+from minilineage.exercises import exercise, show_solution  # noqa: F401  (show_solution: section 11)
 from minilineage.layers import patchify
 from minilineage.models.dit import DIT_SIZES, DiT, DiTBlock, DiTConfig, modulate
 from minilineage.models.dit_variants import AdaLNDiT

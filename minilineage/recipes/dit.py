@@ -83,9 +83,9 @@ def eval_with_steps(model: nn.Module, device: torch.device, n: int = 500, n_swee
 
 
 # AdamW with warm-up, cosine decay and EMA weights, as the U-Net recipes; batch 64 rather than 128, since
-# on a CPU more small steps beat fewer large ones at equal compute (measured: DiT-S/4 for 1,250 steps lost
-# to DiT-XS/4 for 3,000 in the same time); peak rate 1e-3 (2e-3 made the transformer's loss spike early).
-# 8,000 steps take about 12 minutes on 2 CPU cores.
+# on a CPU more small steps beat fewer large ones at equal compute; size XS rather than S for the same reason
+# (measured: DiT-S/4 for 1,250 steps lost to DiT-XS/4 for 3,000 in the same time); peak rate 1e-3 (2e-3
+# made the transformer's loss spike early). 8,000 steps took 11-13 minutes on 2 idle CPU cores.
 CPU_MAIN = TrainConfig(steps=8000, batch_size=64, lr=1e-3, warmup_steps=200, ema_decay=0.999, checkpoint_every=1000)
 DIT_MNIST = {**PIXELS, **DIT_SIZES["XS"], "patch": 4}  # 49 tokens of 4 x 4 pixels each
 GPU_PIXELS = {"denoiser": {"config": {**DIT_SIZES["B"], "patch": 2}}}  # DiT-B/2: 196 tokens
@@ -147,6 +147,7 @@ for _size in SCALING_SIZES:
                         _pipeline({**PIXELS, **DIT_SIZES[_size], "patch": _p}, "flow", shape=(1, 28, 28)),
                         diffusion_loss, _presets(STUDY_TRAIN), eval_quick))
 
+# dit-cond-adaln-zero is the same run as dit-scale-XS7 (DiT-XS/7, the same training): the two studies share that point.
 CONDITIONING = {"incontext": "InContextDiT", "cross": "CrossAttentionDiT", "adaln": "AdaLNDiT", "adaln-zero": "DiT"}
 for _variant, _cls in CONDITIONING.items():
     register(Recipe(f"dit-cond-{_variant}", f"Chapter 6 conditioning study: {_cls} (DiT-XS/7 on pixels), 1,000 short steps",
