@@ -151,20 +151,27 @@ def sample_clips(pipe: DiffusionPipeline, args, generator: torch.Generator) -> n
         raise ValueError(f"--mode merge needs clips of one shape, got {tuple(inputs[0].shape[1:])} and "
                          f"{tuple(inputs[1].shape[1:])}")
     if not inputs or mode == "i2v":
-        if inputs and inputs[0].shape[-1] != inputs[0].shape[-2]:
-            raise ValueError(f"--mode i2v draws square clips; {args.init_video[0]} has frames {tuple(inputs[0].shape[-2:])}")
         config = pipe.autoencoder.config
-        size = args.size or (inputs[0].shape[-1] if inputs else config.size)
-        check_fits(pipe, args.frames or config.frames, size, size)
+        height, width = (args.size, args.size) if args.size else inputs[0].shape[-2:] if inputs else config.frame_size
+        check_fits(pipe, args.frames or config.frames, height, width)
     n = args.n or max((len(x) for x in inputs), default=64)
     inputs = [x[torch.arange(n) % len(x)] for x in inputs]  # one output per input clip, cycled to --n
-    prompts = [args.prompt or ""] * n  # no prompt: the empty one, i.e. unconditional
+    prompts = clip_conditions(pipe, args, n)
     clips = []
     for start in range(0, n, args.batch_size):
         part = slice(start, start + args.batch_size)
         batch = [x[part].to(pipe.device) for x in inputs]
         clips.append(to_uint8(run_mode(pipe, mode, batch, prompts[part], generator, args)))
     return torch.cat(clips).numpy()
+
+
+def clip_conditions(pipe: DiffusionPipeline, args, n: int) -> modes.Prompts:
+    """What each of n clips is made from: --prompt for a text model (no prompt: the empty one, i.e.
+    unconditional), --labels cycled to n for a class-conditional one (none: the classes in turn)."""
+    if pipe.condition is not None and pipe.condition.option == "labels":
+        labels = torch.arange(pipe.condition.num_classes) if args.labels is None else torch.tensor(args.labels)
+        return labels[torch.arange(n) % len(labels)]
+    return [args.prompt or ""] * n
 
 
 def frame_grids(clips: np.ndarray, pad: int = 2) -> np.ndarray:

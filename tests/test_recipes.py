@@ -16,11 +16,15 @@ GPU_RECIPES = sorted(name for name, r in RECIPES.items() if "gpu" in r.presets)
 VIDEO_RECIPES = {name for name, r in RECIPES.items() if r.presets["cpu"].dataset == "moving-mnist"}
 # The CIFAR-10 recipes are GPU recipes; their CPU preset is a smoke run on the same (downloaded) dataset.
 CIFAR_RECIPES = sorted(name for name, r in RECIPES.items() if r.presets["cpu"].dataset == "cifar10")
+# So are the UCF-101 ones (tests/test_video_ucf.py trains both presets on a few videos the test writes).
+UCF_RECIPES = {name for name, r in RECIPES.items() if r.presets["cpu"].dataset == "ucf101"}
 
 
 def test_every_recipe_has_a_cpu_and_a_gpu_preset():
     assert GPU_RECIPES == sorted(RECIPES)
-    assert all(r.presets["cpu"].dataset == "mnist-5k" for name, r in RECIPES.items() if name not in VIDEO_RECIPES | set(CIFAR_RECIPES))
+    assert UCF_RECIPES == {"vae3d-ucf101", "videodit-ucf101"}
+    assert all(r.presets["cpu"].dataset == "mnist-5k" for name, r in RECIPES.items()
+               if name not in VIDEO_RECIPES | set(CIFAR_RECIPES) | UCF_RECIPES)
 
 
 def assert_contains(config: dict, overrides: dict) -> None:
@@ -42,7 +46,7 @@ def mnist_on_disk(tmp_path, monkeypatch, write_mnist_files):
 
 
 @pytest.mark.parametrize("name", [n for n in GPU_RECIPES
-                                  if not n.startswith(("ae-mnist-z", "vae-mnist-")) and n not in VIDEO_RECIPES | set(CIFAR_RECIPES)])
+                                  if not n.startswith(("ae-mnist-z", "vae-mnist-")) and n not in VIDEO_RECIPES | set(CIFAR_RECIPES) | UCF_RECIPES])
 def test_gpu_preset_trains_a_step_on_full_mnist_files(name, mnist_on_disk, monkeypatch):
     recipe = RECIPES[name]
     monkeypatch.setattr(recipe, "evaluate", None)  # its sampling-based figures are for real runs, not one step

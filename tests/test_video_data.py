@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tiny import write_layout
 
 from minilineage import data
 from minilineage.data.video import DIRECTIONS, POOR_CAPTION, frame_indices, motion_caption
@@ -107,42 +108,6 @@ def test_moving_mnist_rejects_bad_options():
 
 
 # UCF-101 ------------------------------------------------------------------------------------------------------
-CLASSES = ("ApplyEyeMakeup", "PlayingViolin", "YoYo")
-
-
-NO_PYAV = "PyAV is not installed: the UCF-101 loader tests need the video extra (pip install -e .[video])"
-
-
-def write_avi(path, channel: int, frames: int, height: int = 48, width: int = 64) -> None:
-    """A tiny MPEG-4 .avi like UCF-101's: frame i is one flat colour, 40 + 15 i in one RGB channel."""
-    av = pytest.importorskip("av", reason=NO_PYAV)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format="avi") as container:
-        stream = container.add_stream("mpeg4", rate=25)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"qscale": "2"}
-        for i in range(frames):
-            rgb = np.zeros((height, width, 3), dtype=np.uint8)
-            rgb[..., channel] = 40 + 15 * i
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode())
-
-
-def write_layout(root, write=write_avi) -> None:
-    """Three classes in the official layout: UCF-101/<Class>/v_<Class>_gXX_cYY.avi and ucfTrainTestlist/ (CRLF lines)."""
-    lists = root / "ucfTrainTestlist"
-    lists.mkdir(parents=True)
-    (lists / "classInd.txt").write_text("".join(f"{i + 1} {name}\r\n" for i, name in enumerate(CLASSES)))
-    train, test = [], []
-    for c, name in enumerate(CLASSES):
-        for group, frames in ((8, 12), (1, 5)):  # the test clip is shorter than the 4-frame, stride-2 window
-            clip = f"{name}/v_{name}_g{group:02d}_c01.avi"
-            write(root / "UCF-101" / clip, c, frames)
-            (train if group == 8 else test).append(f"{clip} {c + 1}\r\n" if group == 8 else f"{clip}\r\n")
-    (lists / "trainlist01.txt").write_text("".join(train))
-    (lists / "testlist01.txt").write_text("".join(test))
-
-
 @pytest.fixture
 def ucf_root(tmp_path, monkeypatch):
     monkeypatch.setenv("MINILINEAGE_DATA", str(tmp_path / "cache"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 
@@ -31,3 +33,40 @@ def video_pipeline(sample_steps: int = 4):
         text={"vocab": VIDEO_VOCAB, "context_length": 8, "text_width": 16, "text_layers": 1, "text_heads": 2},
         shape=(3, 2, 4, 4), T=50, sample_steps=sample_steps, guidance=2.0)
     return randomize_(DiffusionPipeline(config).eval())
+
+
+# UCF-101 in the official layout, a few tiny videos: what the loader and recipe tests read ---------------
+UCF_CLASSES = ("ApplyEyeMakeup", "PlayingViolin", "YoYo")
+
+
+NO_PYAV = "PyAV is not installed: the UCF-101 loader tests need the video extra (pip install -e .[video])"
+
+
+def write_avi(path, channel: int, frames: int, height: int = 48, width: int = 64) -> None:
+    """A tiny MPEG-4 .avi like UCF-101's: frame i is one flat colour, 40 + 15 i in one RGB channel."""
+    av = pytest.importorskip("av", reason=NO_PYAV)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"qscale": "2"}
+        for i in range(frames):
+            rgb = np.zeros((height, width, 3), dtype=np.uint8)
+            rgb[..., channel] = 40 + 15 * i
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def write_layout(root, write=write_avi) -> None:
+    """Three classes in the official layout: UCF-101/<Class>/v_<Class>_gXX_cYY.avi and ucfTrainTestlist/ (CRLF lines)."""
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {name}\r\n" for i, name in enumerate(UCF_CLASSES)))
+    train, test = [], []
+    for c, name in enumerate(UCF_CLASSES):
+        for group, frames in ((8, 12), (1, 5)):  # the test clip is shorter than the 4-frame, stride-2 window
+            clip = f"{name}/v_{name}_g{group:02d}_c01.avi"
+            write(root / "UCF-101" / clip, c, frames)
+            (train if group == 8 else test).append(f"{clip} {c + 1}\r\n" if group == 8 else f"{clip}\r\n")
+    (lists / "trainlist01.txt").write_text("".join(train))
+    (lists / "testlist01.txt").write_text("".join(test))

@@ -217,14 +217,15 @@ def read_split(root: Path, split: str, fold: int) -> tuple[list[str], list[str],
     return classes, paths, [index[p.split("/")[0].lower()] for p in paths]
 
 
-def load_ucf101(split: str = "train", root: Path | None = None, fold: int = 1, frames: int = 16, stride: int = 2,
+def load_ucf101(split: str = "train", root: Path | None = None, fold: int = 1, frames: int = 17, stride: int = 2,
                 size: int | tuple[int, int] = (48, 64), workers: int = 4) -> ArrayData:
     """UCF-101 (Soomro et al. 2012): 13,320 clips of 101 human actions, captioned "a video of playing violin".
 
     root: the folder holding UCF-101/ (the videos) and ucfTrainTestlist/ (the splits); default
     cache_dir()/ucf101. fold: which of the three official train/test splits. Each clip keeps F
-    frames, every `stride`-th one of a window in its middle, resized (not cropped) to size = (H, W),
-    3:4 like the 320x240 originals by default. The first load decodes every video of the split
+    frames (17 = 1 + 4 k by default, what chapter 7's causal VAE encodes whole), every `stride`-th
+    one of a window in its middle, resized (not cropped) to size = (H, W), 3:4 like the 320x240
+    originals by default. The first load decodes every video of the split
     (`workers` processes) and writes one .npz of uint8 clips (N, F, 3, H, W) to cache_dir()/ucf101-clips;
     later loads read it and need neither PyAV nor the videos.
     """

@@ -85,11 +85,20 @@ class VAE3dConfig:
     temporal_downsample: int = 4  # s: 1 + k s frames -> 1 + k latent frames; 1, 2 or 4
     beta: float = 0.01  # weight of the KL term, small as in chapter 4: the latent keeps the detail
     frames: int = 17  # the clip size it is trained on: `latent_shape` and `sample` use it; any 1 + k s works
-    size: int = 32
+    size: int | tuple[int, int] = 32  # and its frame size: square, or (H, W) (UCF-101's are 3:4)
 
     def __post_init__(self):
         if self.temporal_downsample not in (1, 2, 4):
             raise ValueError(f"temporal_downsample must be 1, 2 or 4, got {self.temporal_downsample}")
+        if not isinstance(self.size, int):
+            self.size = tuple(self.size)  # a config read back from a checkpoint holds a list
+            if len(self.size) != 2:
+                raise ValueError(f"size must be one side or (height, width), got {self.size}")
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) of the training frames."""
+        return (self.size, self.size) if isinstance(self.size, int) else self.size
 
 
 class VAE3d(LatentAutoencoder):
@@ -134,7 +143,7 @@ class VAE3d(LatentAutoencoder):
     @property
     def latent_shape(self) -> tuple[int, int, int, int]:
         """(f, c, h, w) for the training clip size: (5, 4, 8, 8) for 17 frames of 32 x 32, 1,280 numbers for 17,408 pixels."""
-        return self.latent_size(self.config.frames, self.config.size, self.config.size)
+        return self.latent_size(self.config.frames, *self.config.frame_size)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The parameters of q(z | x) for videos (B, F, C, H, W): mean and log-variance, each (B, f, c, H/4, W/4)."""

@@ -31,6 +31,11 @@ from minilineage.distributed import barrier, process_group, rank_and_world, rank
 from minilineage.train import TrainConfig, describe_device, fit, pick_device
 
 PRESETS = ("cpu", "gpu")
+# The latent scale (1 / std of the training latents) and x0 bound of a model built from parts are measured on at most
+# this many training items, a seeded random subset: the std of their 10^6 or more latent numbers is within 0.2 % of the
+# whole set's (moving-mnist: 1.1320 on 1,000 clips, 1.1342 on all 4,500), the encoder pass takes a second on a CPU,
+# not 7, and a big video set (UCF-101: 6 GB of float clips) need not go through a GPU in one piece.
+LATENT_STATISTICS_ITEMS = 1000
 
 
 @dataclass
@@ -71,8 +76,10 @@ class Recipe:
         for role, name in self.parts.items():
             own = Path(out) / f"{name}.pt" if out is not None else None
             loaded[role] = checkpoint.load_model(own if own is not None and own.exists() else name)
-        x_train = load_dataset(self.presets[preset].dataset, "train").float_images()
-        return self.model_cls.from_parts(self.config(preset), x_train=x_train, **loaded)
+        data = load_dataset(self.presets[preset].dataset, "train")
+        if len(data) > LATENT_STATISTICS_ITEMS:  # random, not the first ones: some datasets are sorted by class
+            data = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:LATENT_STATISTICS_ITEMS])
+        return self.model_cls.from_parts(self.config(preset), x_train=data.float_images(), **loaded)
 
 
 def merge(base: dict, overrides: dict) -> dict:

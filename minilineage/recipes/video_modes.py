@@ -21,20 +21,29 @@ from torch import Tensor
 
 from minilineage.diffusion import DiffusionPipeline, GivenFrames, sdedit
 
+Prompts = list[str] | Tensor  # one prompt per clip, or one class label per clip (n,) for a label-conditioned model
 
-def latent_shape(pipe: DiffusionPipeline, frames: int | None = None, size: int | None = None) -> tuple[int, int, int, int]:
-    """(f, c, h, w) of clips of `frames` frames of size x size (default: the autoencoder's training clips);
-    ValueError naming the sizes that fit."""
+
+def latent_shape(pipe: DiffusionPipeline, frames: int | None = None,
+                 size: int | tuple[int, int] | None = None) -> tuple[int, int, int, int]:
+    """(f, c, h, w) of clips of `frames` frames of size x size, or (H, W) = size (default: the autoencoder's
+    training clips); ValueError naming the sizes that fit."""
     config = pipe.autoencoder.config
-    size = config.size if size is None else size
-    return pipe.autoencoder.latent_size(config.frames if frames is None else frames, size, size)
+    height, width = config.frame_size if size is None else (size, size) if isinstance(size, int) else size
+    return pipe.autoencoder.latent_size(config.frames if frames is None else frames, height, width)
+
+
+def conditioning(pipe: DiffusionPipeline, prompts: Prompts, n: int) -> dict:
+    """The denoiser's keywords for n clips: a prompt each for a text model, a class label each (n,) for
+    a class-conditional one (`videodit-ucf101`), nothing for an unconditional one."""
+    return {} if pipe.condition is None else pipe.conditioning(n, **{pipe.condition.option: prompts})
 
 
 @torch.no_grad()
-def sample_latents(pipe: DiffusionPipeline, prompts: list[str], generator: torch.Generator, shape: tuple[int, ...],
+def sample_latents(pipe: DiffusionPipeline, prompts: Prompts, generator: torch.Generator, shape: tuple[int, ...],
                    given: GivenFrames | None = None, steps: int | None = None, guidance: float | None = None) -> Tensor:
-    """Scaled latents z0 (n, f, c, h, w) for one prompt each: what `pipe.sample` makes before decoding."""
-    cond = pipe.conditioning(len(prompts), prompt=prompts)
+    """Scaled latents z0 (n, f, c, h, w) for one prompt (or label) each: what `pipe.sample` makes before decoding."""
+    cond = conditioning(pipe, prompts, len(prompts))
     guidance = pipe.config.guidance if guidance is None else guidance
     return pipe.objective.sample(pipe.denoiser(guidance), pipe.sched, (len(prompts), *shape),
                                  steps or pipe.config.sample_steps, generator, pipe.device, False,
@@ -49,22 +58,23 @@ def _given(z0: Tensor, slots: dict[int, Tensor]) -> GivenFrames:
     return GivenFrames(x0, mask)
 
 
-def text_to_video(pipe: DiffusionPipeline, prompts: list[str], generator: torch.Generator, frames: int | None = None,
-                  size: int | None = None, **options) -> Tensor:
-    """Clips (n, frames, C, size, size) from prompts alone; frames = 1 gives images (text-to-image)."""
+def text_to_video(pipe: DiffusionPipeline, prompts: Prompts, generator: torch.Generator, frames: int | None = None,
+                  size: int | tuple[int, int] | None = None, **options) -> Tensor:
+    """Clips (n, frames, C, H, W) from prompts alone, H = W = size or (H, W) = size; frames = 1 gives images
+    (text-to-image)."""
     return pipe.decode(sample_latents(pipe, prompts, generator, latent_shape(pipe, frames, size), **options)).clamp(-1, 1)
 
 
-def image_to_video(pipe: DiffusionPipeline, images: Tensor, prompts: list[str], generator: torch.Generator,
+def image_to_video(pipe: DiffusionPipeline, images: Tensor, prompts: Prompts, generator: torch.Generator,
                    frames: int | None = None, **options) -> Tensor:
     """Clips that start with the given images (n, C, H, W): latent frame 0 is each image's own latent."""
     first = pipe.encode(images[:, None])[:, 0]  # (n, c, h, w): an image is a 1-frame video
-    shape = latent_shape(pipe, frames, images.shape[-1])
+    shape = latent_shape(pipe, frames, tuple(images.shape[-2:]))
     given = _given(torch.zeros(len(images), *shape, device=pipe.device), {0: first})
     return pipe.decode(sample_latents(pipe, prompts, generator, shape, given, **options)).clamp(-1, 1)
 
 
-def extend(pipe: DiffusionPipeline, clips: Tensor, prompts: list[str], generator: torch.Generator, windows: int = 1,
+def extend(pipe: DiffusionPipeline, clips: Tensor, prompts: Prompts, generator: torch.Generator, windows: int = 1,
            keep: int = 2, **options) -> Tensor:
     """Continue clips (n, F, C, H, W) by `windows` more windows: each window is given the last `keep`
     latent frames so far and adds f - keep new ones. Returns the whole clip, decoded in one go."""
@@ -79,7 +89,7 @@ def extend(pipe: DiffusionPipeline, clips: Tensor, prompts: list[str], generator
     return pipe.decode(z).clamp(-1, 1)
 
 
-def interpolate(pipe: DiffusionPipeline, clips: Tensor, prompts: list[str], generator: torch.Generator,
+def interpolate(pipe: DiffusionPipeline, clips: Tensor, prompts: Prompts, generator: torch.Generator,
                 **options) -> Tensor:
     """Keep the first and the last latent frame of clips (n, F, C, H, W) and regenerate everything between."""
     z = pipe.encode(clips)
@@ -87,7 +97,7 @@ def interpolate(pipe: DiffusionPipeline, clips: Tensor, prompts: list[str], gene
     return pipe.decode(sample_latents(pipe, prompts, generator, tuple(z.shape[1:]), given, **options)).clamp(-1, 1)
 
 
-def merge(pipe: DiffusionPipeline, first: Tensor, second: Tensor, prompts: list[str], generator: torch.Generator,
+def merge(pipe: DiffusionPipeline, first: Tensor, second: Tensor, prompts: Prompts, generator: torch.Generator,
           keep: int = 2, **options) -> Tensor:
     """One clip from two: the first clip, a transition the model fills in, then the second clip.
 
@@ -107,7 +117,7 @@ def merge(pipe: DiffusionPipeline, first: Tensor, second: Tensor, prompts: list[
 
 
 @torch.no_grad()
-def edit(pipe: DiffusionPipeline, clips: Tensor, prompts: list[str], strength: float, generator: torch.Generator,
+def edit(pipe: DiffusionPipeline, clips: Tensor, prompts: Prompts, strength: float, generator: torch.Generator,
          steps: int | None = None, guidance: float | None = None) -> Tensor:
     """SDEdit on video latents: noise the clips' latents to t = strength T and denoise them with the prompts.
 
@@ -115,7 +125,7 @@ def edit(pipe: DiffusionPipeline, clips: Tensor, prompts: list[str], strength: f
     Every frame is noised to the same t and denoised together, so the edit stays coherent in time.
     """
     z0 = pipe.encode(clips)  # (n, f, c, h, w)
-    cond = pipe.conditioning(len(z0), prompt=prompts)
+    cond = conditioning(pipe, prompts, len(z0))
     model = pipe.denoiser(pipe.config.guidance if guidance is None else guidance)
     z = sdedit(model, pipe.sched, z0, strength, steps or pipe.config.sample_steps, generator, 0.0, pipe.config.clip_x0,
                **cond)
