@@ -16,7 +16,7 @@ own inputs) and computes what is expected from the package itself, so it needs n
 notebook's variables.
 """
 
-from minilineage.exercises import ch1, ch2, ch3, ch4, ch5, ch6  # noqa: F401  (each registers its chapter's exercises)
+from minilineage.exercises import ch1, ch2, ch3, ch4, ch5, ch6, ch7  # noqa: F401  (each registers its chapter's exercises)
 from minilineage.exercises.core import (
     EXERCISES,
     Exercise,
