@@ -37,10 +37,12 @@ VIDEO_FLAGS = ("frames", "size", "mode", "init_video", "strength", "windows", "k
 CLIP_SUFFIXES = (".npz", ".gif", ".mp4", ".png")
 EPILOG = "\n".join([
     "video modes (--mode):", *(f"  {mode:12s} {what}" for mode, what in MODES.items()),
-    "Without --prompt a video model samples unconditionally (the empty prompt). For example:",
+    "Without --prompt a video model samples unconditionally (the empty prompt); a class-conditional one",
+    "(videodit-ucf101) takes --labels instead, cycled over the clips (none: the classes in turn). For example:",
     '  minilineage sample CKPT --prompt "a 3 moves right" --n 8 --frames 17 --out v.gif',
     "  minilineage sample CKPT --init-video v.npz --strength 0.6 --out edited.npz",
     "  minilineage sample CKPT --mode extend --init-video v.npz --windows 3 --out long.mp4",
+    "  minilineage sample runs/videodit-ucf101.pt --labels 0-9 --n 10 --out actions.gif",
 ])
 
 
