@@ -104,6 +104,9 @@ def cmd_sample(args) -> None:
                          "also write .gif or .mp4)")
     device = pick_device(args.device)
     model = load_model(args.checkpoint, device=device)
+    if not callable(getattr(model, "sample", None)):
+        raise ValueError(f"{type(model).__name__} ({model.checkpoint_info.get('recipe')}) does not generate anything to "
+                         "sample: pass an autoencoder, a VAE or a diffusion checkpoint (see `minilineage recipes`)")
     video = video_cli.is_video_model(model)
     if not video:
         video_cli.refuse_video_flags(model, args, images_ok=out.suffix in SAMPLE_SUFFIXES)

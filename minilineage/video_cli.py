@@ -6,7 +6,7 @@ picks the mode, checks its inputs before any work, and writes the clips:
 
   .npz  uint8 `images` (N, F, C, H, W) (+ `labels`), the format --init-video reads back
   .gif  one grid of the N clips per frame (Pillow)     .mp4  the same grids as H.264 (PyAV, `video` extra)
-  .png  one still grid: a row per clip, a column per frame
+  .png  one still grid: a row per clip, a column per frame (images, --frames 1: one square grid)
 """
 
 from __future__ import annotations
@@ -217,6 +217,7 @@ def save_clips(clips: np.ndarray, out: Path, labels: np.ndarray | None = None, f
         from torchvision.utils import make_grid, save_image
 
         frames = torch.from_numpy(clips).flatten(0, 1).float() / 255  # (N F, C, H, W): a row per clip
-        save_image(make_grid(frames, nrow=clips.shape[1], padding=2), out)
+        per_row = clips.shape[1] if clips.shape[1] > 1 else math.ceil(math.sqrt(len(clips)))  # images: a square grid
+        save_image(make_grid(frames, nrow=per_row, padding=2), out)
     else:
         (write_gif if out.suffix == ".gif" else write_mp4)(frame_grids(clips), out, fps)

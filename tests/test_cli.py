@@ -142,3 +142,9 @@ def test_unknown_preset_and_device_list_the_choices(capsys):
     assert "invalid choice: 'tpu' (choose from" in error_of(capsys, "train", "ae-mnist", "--preset", "tpu")
     assert "unknown device 'tpu'; choose one of: auto, cpu, cuda, mps" in error_of(
         capsys, "sample", "ae-mnist", "--device", "tpu", "--out", "x.npz")
+
+
+def test_sampling_a_model_that_generates_nothing_says_so(capsys, tmp_path):
+    for name, cls in (("clip-mnist", "MiniCLIP"), ("lenet-mnist", "LeNet"), ("captioner-moving-mnist", "VideoCaptioner")):
+        err = error_of(capsys, "sample", name, "--n", "2", "--out", str(tmp_path / "x.png"))
+        assert f"{cls} ({name}) does not generate anything to sample" in err and "Traceback" not in err

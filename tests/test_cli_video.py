@@ -122,6 +122,9 @@ def test_gif_and_mp4_hold_one_grid_per_frame(ckpt, tmp_path):
     sample(ckpt, tmp_path / "v.png", "--n", "2")
     with Image.open(tmp_path / "v.png") as png:
         assert png.size == (9 * 18 + 2, 2 * 18 + 2)  # a row per clip, a column per frame
+    sample(ckpt, tmp_path / "images.png", "--n", "9", "--frames", "1")
+    with Image.open(tmp_path / "images.png") as png:
+        assert png.size == (3 * 18 + 2, 3 * 18 + 2)  # images (one frame each): a 3 x 3 grid, not a column
 
 
 def test_mp4_without_pyav_says_which_extra_to_install(ckpt, tmp_path, capsys, monkeypatch):
