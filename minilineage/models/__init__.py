@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from minilineage.models.autoencoder import VAE, Autoencoder
+from minilineage.models.captioner import VideoCaptioner
 from minilineage.models.classifier import LeNet
 from minilineage.models.clip import MiniCLIP
 from minilineage.models.dit import DiT
@@ -24,6 +25,7 @@ MODELS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (Autoencoder,
                                                                          AdaLNDiT, CrossAttentionDiT, InContextDiT)}
 MODELS[VAE3d.__name__] = VAE3d  # chapter 7's spatio-temporal VAE
 MODELS[VideoDiT.__name__] = VideoDiT  # chapter 7's video DiT
+MODELS[VideoCaptioner.__name__] = VideoCaptioner  # chapter 7's captioner, for re-captioning
 
 
 def build(name: str, config: dict) -> nn.Module:
