@@ -77,3 +77,20 @@ def test_the_recipe_trains_on_the_shipped_vae_and_writes_captions_from_its_vocab
     assert model.config.latent_scale != 1.0 and model.autoencoder.config.size == 32
     written = model.eval().caption(torch.zeros(2, 17, 1, 32, 32))
     assert all(set(c.split()) <= set(CAPTION_WORDS) for c in written)
+
+
+def test_the_recaptioning_study_trains_one_network_on_the_same_clips_with_three_kinds_of_captions():
+    from minilineage.data.video import POOR_CAPTION
+    from minilineage.recipes.recaption import CAPTION_SOURCES, study_clips
+
+    names = [f"videodit-captions-{s}" for s in CAPTION_SOURCES]
+    assert all(RECIPES[n].model_config == RECIPES["videodit-moving-mnist"].model_config for n in names)
+    assert len({repr(RECIPES[n].presets["cpu"].train) for n in names}) == 1  # only the captions differ
+    clips = {s: study_clips(s, n=6) for s in CAPTION_SOURCES}
+    assert all(torch.equal(clips[s].images, clips["true"].images) for s in CAPTION_SOURCES)
+    assert set(clips["poor"].texts) == {POOR_CAPTION}
+    assert all(digits_named(t) for t in clips["true"].texts)
+    written = clips["recaptioned"].texts
+    assert POOR_CAPTION not in written and all(set(t.split()) <= set(CAPTION_WORDS) and digits_named(t) for t in written)
+    with pytest.raises(ValueError, match="choose one of: true, poor, recaptioned"):
+        study_clips("perfect", n=2)
