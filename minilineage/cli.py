@@ -121,14 +121,14 @@ def cmd_sample(args) -> None:
                          f"{', '.join('--' + a for a in accepted) or 'only --n/--seed'}")
     labels = None
     if args.labels is not None:
-        labels = torch.tensor(args.labels)[torch.arange(args.n or len(args.labels)) % len(args.labels)]
+        labels = video_cli.cycled(args.labels, args.n or len(args.labels))
         model.conditioning(len(labels), labels=labels)  # out-of-range labels fail here, before any sampling
         given["labels"] = labels
     generator = torch.Generator(device=device).manual_seed(args.seed)
     if video:
         array = video_cli.sample_clips(model, args, generator)
         if labels is not None:  # a class-conditional video model: the labels cycled over the clips
-            labels = torch.tensor(args.labels)[torch.arange(len(array)) % len(args.labels)]
+            labels = video_cli.cycled(args.labels, len(array))
     else:
         images = []
         for start in range(0, args.n, args.batch_size):

@@ -171,9 +171,14 @@ def clip_conditions(pipe: DiffusionPipeline, args, n: int) -> modes.Prompts:
     """What each of n clips is made from: --prompt for a text model (no prompt: the empty one, i.e.
     unconditional), --labels cycled to n for a class-conditional one (none: the classes in turn)."""
     if pipe.condition is not None and pipe.condition.option == "labels":
-        labels = torch.arange(pipe.condition.num_classes) if args.labels is None else torch.tensor(args.labels)
-        return labels[torch.arange(n) % len(labels)]
+        return cycled(range(pipe.condition.num_classes) if args.labels is None else args.labels, n)
     return [args.prompt or ""] * n
+
+
+def cycled(labels, n: int) -> Tensor:
+    """n labels (n,) going round `labels` (--labels 0-9 for 25 clips: 0..9, 0..9, 0..4)."""
+    labels = torch.as_tensor(list(labels))
+    return labels[torch.arange(n) % len(labels)]
 
 
 def frame_grids(clips: np.ndarray, pad: int = 2) -> np.ndarray:

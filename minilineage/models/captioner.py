@@ -28,6 +28,7 @@ from torch import nn
 from minilineage.layers import sincos_3d
 from minilineage.layers.transformer import TransformerBlock
 from minilineage.models.clip import clip_loss
+from minilineage.models.latent import encode_latents
 from minilineage.models.text import BOS, EOS, PAD, UNK, Tokenizer
 from minilineage.models.vae3d import VAE3d, VAE3dConfig
 
@@ -86,8 +87,7 @@ class VideoCaptioner(nn.Module):
         of the mean latents, which are what it reads (a diffusion model's scale is measured on samples)."""
         device = next(autoencoder.parameters()).device
         with torch.no_grad():
-            mu = torch.cat([autoencoder.encode(chunk.to(device))[0] for chunk in x_train.split(256)])
-        scale = 1.0 / mu.float().std().item()
+            scale = 1.0 / encode_latents(autoencoder, x_train.to(device), None).float().std().item()  # None: the means
         model = cls(replace(config, latent_scale=scale, autoencoder=asdict(autoencoder.config)))
         model.autoencoder.load_state_dict(autoencoder.state_dict())
         return model
