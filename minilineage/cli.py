@@ -45,6 +45,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def non_negative_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     value = int(text) if text.lstrip("-").isdigit() else None
@@ -181,6 +192,9 @@ def cmd_bench(args) -> None:
     if args.presets:
         bench.preset_table(tuple(args.model) if args.model else None, json_path=args.json)
         return
+    if args.race:
+        bench.run_race(tuple(args.race), n=args.race_samples, json_path=args.json)
+        return
     settings = bench.BenchSettings(device=args.device, batch_size=args.batch_size, iters=args.iters,
                                    sample_n=args.sample_n, sample_steps=args.sample_steps, rounds=args.rounds)
     bench.run(settings, json_path=args.json, models=tuple(args.model or bench.DEFAULT_MODELS), against=args.against)
@@ -278,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--against", choices=("diffusers",), help="also run each model's diffusers reference, alternating")
     p.add_argument("--presets", action="store_true",
                    help="tabulate the GPU presets: parameters, FLOPs/step, fp32 memory on the CPU, estimated H100 time")
+    p.add_argument("--race", nargs="+", type=positive_float, metavar="MINUTES",
+                   help="the time-to-quality race instead: ddpm-mnist vs a diffusers UNet2DModel of the same size trained "
+                        "with diffusers' recommended settings, MINUTES of CPU training each, then both scored by "
+                        "FID-LeNet and accuracy (the `bench` extra), e.g. --race 2 5 10")
+    p.add_argument("--race-samples", type=positive_int, default=1000, help="--race: digits sampled per model (default: 1000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default: 128)")
     p.add_argument("--iters", type=positive_int, default=10, help="timed training steps per model (default: 10)")

@@ -20,6 +20,7 @@ measured on the CPU, and an estimated time on one H100 (`minilineage bench --pre
   reference.py  the diffusers networks configured to our sizes, and their training and sampling jobs
   runner.py     jobs by name, fresh processes, the table, the comparisons, JSON
   presets.py    the GPU-preset table
+  race.py       the time-to-quality race: ddpm-mnist vs diffusers' recommended training, same CPU minutes
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from minilineage.bench.measure import (
     start_peak_memory,
 )
 from minilineage.bench.presets import preset_row, preset_table
+from minilineage.bench.race import DIFFUSERS_RECOMMENDED, DiffusersTrainer, reference_network, run_race
 from minilineage.bench.reference import (
     DIT_DIFFERS,
     DIT_MATCHED,
@@ -45,6 +47,7 @@ from minilineage.bench.reference import (
     UNET_MATCHED,
     DiffusersDiT,
     DiffusersUNet,
+    diffusers_sample,
     reference_dit,
     reference_job,
     reference_unet,
@@ -67,8 +70,8 @@ MATCHED, DIFFERS = UNET_MATCHED, UNET_DIFFERS  # the names of package v2 (ddpm-m
 
 __all__ = [
     "BF16_PEAK_TFLOPS", "DEFAULT_MODELS", "DIFFERS", "DIT_DIFFERS", "DIT_MATCHED", "MATCHED", "REFERENCE_NOTES",
-    "UNET_DIFFERS", "UNET_MATCHED", "BenchSettings", "DiffusersDiT", "DiffusersUNet", "Job", "bf16_peak_tflops", "compare", "count_flops",
-    "count_ops", "diffusers_version", "flop_counter", "has_reference", "make_job", "measure", "measure_in_fresh_process",
+    "DIFFUSERS_RECOMMENDED", "UNET_DIFFERS", "UNET_MATCHED", "DiffusersTrainer", "reference_network", "run_race", "BenchSettings", "DiffusersDiT", "DiffusersUNet", "Job", "bf16_peak_tflops", "compare", "count_flops",
+    "count_ops", "diffusers_sample", "diffusers_version", "flop_counter", "has_reference", "make_job", "measure", "measure_in_fresh_process",
     "measure_named", "memory_method", "peak_memory", "pipeline_sample", "preset_row", "preset_table", "recipe_job", "reference_dit",
     "reference_job", "reference_unet", "run", "start_peak_memory",
 ]

@@ -164,6 +164,36 @@ class Reference(nn.Module):
         return z0 if self.codec is None else self.codec.decode(z0)
 
 
+@torch.no_grad()
+def diffusers_sample(net: nn.Module, scheduler, labels: Tensor | None, shape: tuple[int, ...], generator: torch.Generator,
+                     steps: int = 50, guidance: float = 1.0, null_label: int | None = None, n: int | None = None) -> Tensor:
+    """The diffusers loop (set_timesteps, then one scheduler.step per network call) with `net(x, t, y)`; a
+    DDPMScheduler is swapped for a DDIMScheduler of the same config. n images of `shape`, for labels (n,) or
+    None (then n is needed). guidance != 1: classifier-free guidance as ours (`samplers.guided`:
+    eps_u + guidance (eps_c - eps_u), one call on [cond; null]) with y = null_label for the null half."""
+    from diffusers import DDIMScheduler
+
+    if guidance != 1.0 and (labels is None or null_label is None):
+        raise ValueError("guidance needs labels and the network's null label (null_label)")
+    if not isinstance(scheduler, DDIMScheduler):
+        scheduler = DDIMScheduler.from_config(scheduler.config)
+    device = next(net.parameters()).device
+    n = len(labels) if labels is not None else n
+    scheduler.set_timesteps(steps)
+    x = torch.randn((n, *shape), generator=generator, device=generator.device).to(device)  # (n, *shape)
+    y = labels.to(device) if labels is not None else None
+    for t in scheduler.timesteps:
+        tt = t.to(device).expand(n)
+        if guidance == 1.0:
+            eps = net(x, tt, y)
+        else:
+            both = torch.cat([y, torch.full_like(y, null_label)])  # (2n,): [cond; null]
+            eps_cond, eps_uncond = net(torch.cat([x, x]), torch.cat([tt, tt]), both).chunk(2)
+            eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+        x = scheduler.step(eps, t, x).prev_sample
+    return x
+
+
 PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction"}  # our objective -> diffusers' prediction_type
 
 
@@ -195,15 +225,9 @@ def reference_job(config: PipelineConfig, name: str | None = None, codec: nn.Mod
         target = eps if config.objective == "eps" else scheduler.get_velocity(x0, eps, t)
         return F.mse_loss(model(scheduler.add_noise(x0, eps, t), t, y), target)
 
-    @torch.no_grad()
-    def sample(model, n, steps, generator):  # the diffusers loop: set_timesteps, then one step() per call
-        device = next(model.parameters()).device
-        scheduler.set_timesteps(steps)
-        x = torch.randn((n, *config.shape), generator=generator, device=generator.device).to(device)
-        y = (torch.arange(n) % classes).to(device) if classes else None
-        for t in scheduler.timesteps:
-            x = scheduler.step(model(x, t.to(device).expand(n), y), t, x).prev_sample
-        return model.decode(x).clamp(-1, 1)
+    def sample(model, n, steps, generator):
+        y = torch.arange(n) % classes if classes else None
+        return model.decode(diffusers_sample(model, scheduler, y, config.shape, generator, steps, n=n)).clamp(-1, 1)
 
     title = name or f"diffusers {REFERENCE_NOTES[config.denoiser['cls']]['reference']}"
     network = model.net.unet if isinstance(model.net, DiffusersUNet) else model.net.dit
