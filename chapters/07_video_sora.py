@@ -30,7 +30,8 @@
 # 5. text-to-video, text-to-image, image-to-video, extension to several times the training length, interpolation,
 #    merging and SDEdit editing, all from one checkpoint, by choosing which latent frames are given;
 # 6. generation at sizes and lengths never seen in training;
-# 7. re-captioning: a small CoCa captioner that writes captions for clips that came with a poor one.
+# 7. re-captioning: a small CoCa captioner that writes captions for clips that came with a poor one, and what training
+#    on its captions buys over the poor ones (measured against the true captions).
 #
 # The data is `moving-mnist`: one or two `mnist-5k` digits bouncing in a 32 × 32 frame for 17 frames, generated on
 # your machine from a seed, with a caption per clip. Every model ships in `assets/checkpoints/` with the record of
@@ -46,12 +47,12 @@ from minilineage.checks import claim
 from minilineage.data import load_dataset
 from minilineage.data.video import DIRECTIONS, POOR_CAPTION, frame_masks
 from minilineage.diffusion import DiffusionPipeline
-from minilineage.exercises import exercise, show_solution  # noqa: F401  (show_solution: section 11)
+from minilineage.exercises import exercise, show_solution  # noqa: F401  (show_solution: section 12)
 from minilineage.layers import sincos_3d
 from minilineage.models.vae3d import CausalConv3d, VAE3d
 from minilineage.recipes import video_modes as modes
 from minilineage.recipes.dit import study_records
-from minilineage.recipes.recaption import caption_figures, recaption
+from minilineage.recipes.recaption import caption_figures, recaption, study_clips
 from minilineage.recipes.video import frame_consistency, image_vae_at, naive_clips, per_frame, reconstruction_figures
 from minilineage.widgets import png_bytes, train_with_plot
 from minilineage.widgets.video import denoising_player, sdedit_player, strip, strips, video_player
@@ -265,7 +266,7 @@ print(f"record: {record['command']} | {train['steps']} steps x {train['batch_siz
 # Prompts are read by Chapter 4's CLIP text encoder (`clip-mnist`), frozen, through cross-attention. Its vocabulary
 # was learnt from captions such as "a handwritten seven": it knows the digits, but reads every motion word ("moves",
 # "left", "bounces") as the unknown token. So a prompt here can choose the digit, not the motion. That is the problem
-# DALL·E 3 and Sora solve by re-captioning their data (section 10).
+# DALL·E 3 and Sora solve by re-captioning their data (sections 10 and 11).
 #
 # ## 6. Text-to-video
 #
@@ -529,7 +530,72 @@ claim("the written captions name the right digits in at least 35 % of all clips 
 # (`minilineage train captioner-moving-mnist`: 5,000 steps of 32 clips), it is a weak captioner, but a useful one:
 # every caption it writes says more than "a video of digits".
 #
-# ## 11. Exercises
+# ## 11. Re-captioning, second half: what better captions buy
+#
+# Now the experiment DALL·E 3 ran, in the small. One set of training clips (a fresh draw, seed 7, that the captioner
+# never saw: 4,500 clips of 17 frames of 32 × 32), three caption sets for it: the true motion captions; the poor
+# caption, "a video of digits", for every clip; and the captions `captioner-moving-mnist` writes for the poorly
+# captioned clips (`recipes.recaption.study_clips`). The same video DiT trains on each for the same 2,000 steps of
+# 32 clips (`videodit-captions-true`, `-poor`, `-recaptioned`: a third of `videodit-moving-mnist`'s steps, one
+# bucket), and each is judged as `videodit-moving-mnist` is: 50 prompts "a 3 moves right", digits in turn, and
+# how many frames the course's LeNet reads as the digit asked for (prompt adherence) and as the clip's own most common
+# digit (identity). The three runs take about 37 CPU minutes, so their records are read from
+# `assets/checkpoints/`; `RETRAIN_STUDY = True` below trains them again here.
+#
+# First, how good are the captions the third model trains on?
+
+# %%
+RETRAIN_STUDY = False  # True: train the three study runs here, one after the other (about 37 CPU minutes)
+study_n = 500 if FAST else None  # None: all 4,500 study clips (captioning them takes about 25 s)
+rewritten = study_clips("recaptioned", n=study_n)
+study_truth = study_clips("true", n=study_n)
+study_captions = caption_figures(list(rewritten.texts), list(study_truth.texts))
+for i in range(3):
+    print(f"written {rewritten.texts[i]!r}\n  true  {study_truth.texts[i]!r}")
+print(f"{len(rewritten)} study clips: {study_captions['exact']:.0%} written word for word as the truth, "
+      f"{study_captions['digits']:.0%} naming the right digits")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+claim("the re-captions name the right digits in at least 35 % of the study's clips", study_captions["digits"] >= 0.35)
+
+# %% [markdown]
+# On all 4,500 clips the captioner wrote 35 % of the captions word for word and named the right digits in 52 %: as on
+# the held-out clips of section 10, a weak captioner. Now the three video DiTs:
+
+# %%
+sources = ("poor", "recaptioned", "true")
+study = study_records([f"videodit-captions-{source}" for source in sources], retrain=RETRAIN_STUDY)
+adherence = {}
+print(f"{'captions':12s} {'digit as asked':>14s} {'identity':>9s} {'restyle':>8s} {'train s':>8s}")
+for source in sources:
+    record = study[f"videodit-captions-{source}"]
+    adherence[source] = record["metrics"]["accuracy"]
+    print(f"{source:12s} {record['metrics']['accuracy']:14.3f} {record['metrics']['identity']:9.3f} "
+          f"{record['metrics']['restyle']:8.3f} {record['wall_time_s']:8.0f}")
+print("command:", study["videodit-captions-true"]["command"], "(and the same for -poor and -recaptioned)")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+claim("trained on poor captions, the model draws the digit asked for no more often than chance (at most 13 % of frames)",
+      adherence["poor"] <= 0.13)
+claim("re-captioned training follows the prompt's digit more often than poor captions (by at least 4 points of frames)",
+      adherence["recaptioned"] >= adherence["poor"] + 0.04)
+claim("true captions do better still: re-captioning closes part of the gap, not all of it",
+      adherence["poor"] < adherence["recaptioned"] < adherence["true"])
+
+# %% [markdown]
+# The order DALL·E 3 reports, at a size a laptop trains. With one caption for every clip the prompt carries no
+# information, and the model draws the asked-for digit in 9 % of frames, chance for ten digits. Trained on the
+# captioner's captions it draws it in 15 %, on the true captions in 19 %: re-captioning recovers about 56 % of what
+# true captions give, from a captioner that names the right digits only half the time. Identity (how steadily a clip
+# keeps one digit) rises from 0.39 with poor captions to 0.53–0.59 with either kind of real caption: a caption that
+# names a digit also tells the model to keep drawing one. Two honest caveats. These are 50 prompts each, one seed,
+# 2,000 steps: differences of a few points are within the noise, the 6-point gaps here are about at its edge, and the
+# ordering is what to take away. And all three are far below the 80 % the course aims for: that is the CPU budget
+# (section 6), not the captions.
+#
+# ## 12. Exercises
 #
 # Run an exercise's cell to check your answer; `show_solution("ch7.tokens")` (with the exercise's name) prints the
 # reference answer. Try first.
@@ -592,8 +658,9 @@ exercise("ch7.flicker", my_flicker)
 #   is the other half of the Sora report's story: the same design, scaled.
 # - What the small model cannot do is follow a motion in the prompt: `clip-mnist` never saw a motion word. Sora's
 #   answer, from DALL·E 3, is **re-captioning**: train a captioner, write detailed captions for the training videos,
-#   and train on those. Section 10 built the first half, a captioner that writes captions for poorly captioned clips;
-#   training the video DiT on poor, re-captioned and true captions and measuring how well each follows its prompts is
-#   the next addition to this chapter.
+#   and train on those. Sections 10 and 11 did it in the small: a captioner that names the right digits in half the
+#   clips, and a video DiT trained on its captions that follows the prompt's digit in 15 % of frames, against 9 %
+#   (chance) on the poor caption and 19 % on the true ones. Better captions, better prompt following, even from a weak
+#   captioner.
 # - Everything here scales by its presets: the same code trains on GPUs with `--preset gpu`, and on UCF-101's real
 #   videos.
