@@ -52,6 +52,9 @@ class TrainConfig:
     channels_last: bool = False  # NHWC layout for convolutional models (faster convolutions on CUDA tensor cores)
     prefetch: bool | None = None  # build the next batch in a thread (pinned memory) during the step; None: on CUDA
     pre_encode: bool = False  # latent models: encode the dataset once with the frozen autoencoder (`train_recipe`)
+    # A hard stop for time-budgeted comparisons (`bench --race`): training ends at the first step whose wall time
+    # reaches this many seconds, even before `steps` (whose count still sets the schedule). One process only.
+    max_seconds: float | None = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -179,6 +182,9 @@ def fit(
     if keep_every < 0:
         raise ValueError(f"keep_every must be 0 (off) or a positive number of steps, not {keep_every}")
     rank, world = distributed.rank_and_world()
+    if config.max_seconds is not None and (world > 1 or config.max_seconds <= 0):
+        raise ValueError(f"max_seconds must be a positive number of seconds, for one process (got {config.max_seconds} "
+                         f"with {world} processes)")
     if world < distributed.launched()[1]:
         raise RuntimeError("torchrun started several processes, but no process group is open: call fit inside "
                            "`with distributed.process_group(device) as device:` (train_recipe does)")
@@ -245,6 +251,9 @@ def fit(
             saved = state.step
         if keep_now and resume_path and rank == 0:
             _keep(state, config, meta or {}, Path(resume_path))
+        if config.max_seconds is not None and state.wall_time_s >= config.max_seconds and state.step < config.steps:
+            _stop_at_budget(state, finite, loss_sum, checked, resume_path, saved, optimizer, scheduler, config, meta)
+            break
     bar.close()
     batches.close()
     distributed.barrier()  # no process returns (and perhaps exits) before rank 0 has written the last checkpoint
@@ -321,6 +330,16 @@ def _reduce(finite: torch.Tensor, loss_sum: torch.Tensor, world: int) -> tuple[i
     """(how many processes saw a non-finite step, the loss sum averaged over processes): one all-reduce, one wait."""
     failed, total = distributed.all_reduce_sum(torch.stack([(~finite).to(loss_sum.dtype), loss_sum])).tolist()
     return int(failed), total / world
+
+
+def _stop_at_budget(state: TrainState, finite, loss_sum, checked: int, resume_path, saved, optimizer, scheduler,
+                    config: TrainConfig, meta: dict | None) -> None:
+    """End a run at its time budget as it would end at its last step: every step checked, the resume state written."""
+    failed, _ = _reduce(finite, loss_sum, 1)
+    if failed:
+        _diverged(failed, 1, checked, state.step, resume_path, saved)
+    if resume_path and saved != state.step:
+        checkpoint.save_atomic(_resume_dict(state, optimizer, scheduler, config, meta or {}), resume_path)
 
 
 def _diverged(failed: int, world: int, checked: int, step: int, resume_path, saved: int | None) -> None:

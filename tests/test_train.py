@@ -215,3 +215,17 @@ def test_atomic_save_writes_an_ordinary_readable_file(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's private 0600
+
+
+def test_max_seconds_stops_a_run_at_its_budget_with_its_resume_state_written(tmp_path):
+    model, loss_fn, next_batch = tiny_task()
+    path = tmp_path / "run.resume.pt"
+    state = fit(model, loss_fn, next_batch, config(max_seconds=1e-9), "cpu", resume_path=path, progress=False)
+    assert state.step == 1  # any step takes longer than a nanosecond: the budget is spent after the first
+    assert checkpoint.load(path)["step"] == 1
+    model, loss_fn, next_batch = tiny_task()
+    straight = fit(model, loss_fn, next_batch, config(steps=1), "cpu", progress=False)
+    assert torch.equal(weights(state.model), weights(straight.model))  # the same first step (the schedule differs later)
+    for bad in (0.0, -5.0):
+        with pytest.raises(ValueError, match="max_seconds"):
+            fit(model, loss_fn, next_batch, config(max_seconds=bad), "cpu", progress=False)

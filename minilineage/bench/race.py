@@ -9,8 +9,10 @@ The contestants, each given the same wall time on mnist-5k on this machine, one 
              train_unconditional.py (DIFFUSERS_RECOMMENDED, with --use_ema as its README runs it), through
              diffusers' DDPMScheduler, get_scheduler and EMAModel; N again what fits the budget
 
-Both are then sampled the same way (DDIM, 50 steps, classifier-free guidance 2: one network call per step on
-a doubled batch, 1,000 digits asking for 0-9 in turn) and scored by `evaluate_samples`: FID-LeNet, the
+Each run also stops at its budget (`TrainConfig.max_seconds`, and the same check in diffusers' loop) should the
+probe have been optimistic, so neither trains longer than the other; a run that stopped early says so (steps
+< planned_steps). Both are then sampled the same way (DDIM, 50 steps, classifier-free guidance 2: one network
+call per step on a doubled batch, 1,000 digits asking for 0-9 in turn) and scored by `evaluate_samples`: FID-LeNet, the
 real-data level at the same N, and the share classified as asked. Probing and sampling are not counted in
 the budget; training wall time is what `fit`'s clock (ours) or the same perf_counter loop (theirs) records.
 
@@ -50,7 +52,7 @@ DIFFUSERS_RECOMMENDED = {
     "ddpm_num_steps": 1000, "ddpm_beta_schedule": "linear", "prediction_type": "epsilon",
 }
 SAMPLING = {"steps": 50, "guidance": 2.0}  # ddpm-mnist's defaults, used for both
-PROBE_STEPS = 20  # timed steps (after 3 untimed) that set how many steps fit a budget
+PROBE_STEPS = 40  # timed steps that set how many steps fit a budget (the schedule's length)
 
 
 def reference_network() -> nn.Module:
@@ -145,11 +147,12 @@ def race_ours(budget_s: float, n: int, sampling: dict) -> dict:
     """`minilineage train ddpm-mnist --steps N` with the N that fits the budget, then sampled and scored."""
     steps = steps_for(budget_s, probe_ours())
     with tempfile.TemporaryDirectory() as folder:
-        result = train_recipe(RECIPE, steps=steps, out=folder, evaluate=False, progress=False,
+        result = train_recipe(RECIPE, steps=steps, out=folder, evaluate=False, progress=False, max_seconds=budget_s,
                               command=f"minilineage train {RECIPE} --steps {steps}")
     pipeline = result.model.eval()
     scores = score(lambda y, g: pipeline.sample(len(y), g, labels=y, **sampling), n)
-    return {"contestant": RECIPE, "steps": steps, "batch_size": result.record["train_config"]["batch_size"],
+    return {"contestant": RECIPE, "planned_steps": steps, "steps": result.record["step"],
+            "batch_size": result.record["train_config"]["batch_size"],
             "wall_time_s": result.record["wall_time_s"], "parameters": sum(p.numel() for p in pipeline.net.parameters()),
             **scores}
 
@@ -158,13 +161,15 @@ def race_reference(budget_s: float, n: int, sampling: dict, p_uncond: float) -> 
     """diffusers' recommended training for the steps that fit the budget, then sampled and scored as ours."""
     steps = steps_for(budget_s, probe_reference(p_uncond))
     trainer = DiffusersTrainer(steps)
-    started = time.perf_counter()
-    for _ in range(steps):
+    started, done = time.perf_counter(), 0
+    while done < steps and time.perf_counter() - started < budget_s:  # the same hard stop as ours (max_seconds)
         trainer.step(p_uncond)
+        done += 1
     wall = time.perf_counter() - started
     net = trainer.final_network()
     scores = score(lambda y, g: trainer.sample(y, g, **sampling), n)
-    return {"contestant": "diffusers UNet2DModel", "steps": steps, "batch_size": trainer.s["train_batch_size"],
+    return {"contestant": "diffusers UNet2DModel", "planned_steps": steps, "steps": done,
+            "batch_size": trainer.s["train_batch_size"],
             "wall_time_s": round(wall, 1), "parameters": sum(p.numel() for p in net.parameters()), **scores}
 
 
@@ -198,6 +203,7 @@ def run_race(budgets_min: tuple[float, ...] = (2, 5, 10), n: int = 1000, json_pa
 
 
 def print_row(r: dict) -> None:
-    print(f"{r['budget_min']:>5g} min  {r['contestant']:22s} {r['steps']:6d} steps x {r['batch_size']:3d} "
+    stopped = f" of {r['planned_steps']} planned" if r["steps"] < r["planned_steps"] else ""
+    print(f"{r['budget_min']:>5g} min  {r['contestant']:22s} {r['steps']:6d}{stopped} steps x {r['batch_size']:3d} "
           f"({r['wall_time_s']:6.1f} s)  FID-LeNet {r['fid_lenet']:7.2f} (real {r['real_floor']:.1f})  "
           f"accuracy {r['accuracy']:.3f}")

@@ -138,6 +138,7 @@ def train_recipe(
     precision: str | None = None,
     channels_last: bool | None = None,
     pre_encode: bool | None = None,
+    max_seconds: float | None = None,
 ) -> TrainResult:
     """Train a named recipe; write OUT/NAME.pt and OUT/NAME.json (out=None writes nothing).
 
@@ -145,7 +146,8 @@ def train_recipe(
     curve in a notebook). `keep_every=N` also keeps OUT/NAME-stepN.pt, OUT/NAME-step2N.pt, ...
     (see `fit`). `command` is recorded as how the checkpoint was made (the CLI passes its command line).
     `compile`, `precision`, `channels_last` and `pre_encode` override the preset's fast paths
-    (`TrainConfig`; None keeps the preset's choice). `evaluate=False` skips
+    (`TrainConfig`; None keeps the preset's choice); `max_seconds` stops training at that wall time even
+    before `steps` (for time-budgeted comparisons, `bench --race`). `evaluate=False` skips
     the recipe's evaluation (for a quick demonstration run; it can take a minute). Under torchrun the
     processes split every batch of the preset; rank 0 alone writes the files and evaluates.
     """
@@ -154,7 +156,7 @@ def train_recipe(
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(recipe.presets)}")
     p = recipe.presets[preset]
     overrides = {"steps": steps, "seed": seed, "compile": compile, "precision": precision,
-                 "channels_last": channels_last, "pre_encode": pre_encode}
+                 "channels_last": channels_last, "pre_encode": pre_encode, "max_seconds": max_seconds}
     config = replace(p.train, **{k: v for k, v in overrides.items() if v is not None})
     if config.steps < 1:
         raise ValueError(f"steps must be a positive number, got {config.steps}")
