@@ -38,7 +38,12 @@ from minilineage.bench.measure import (
     start_peak_memory,
 )
 from minilineage.bench.presets import preset_row, preset_table
-from minilineage.bench.race import DIFFUSERS_RECOMMENDED, DiffusersTrainer, reference_network, run_race
+from minilineage.bench.race import (
+    DIFFUSERS_RECOMMENDED,
+    DiffusersTrainer,
+    reference_network,
+    run_race,
+)
 from minilineage.bench.reference import (
     DIT_DIFFERS,
     DIT_MATCHED,
