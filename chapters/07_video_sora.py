@@ -591,9 +591,9 @@ claim("true captions do better still: re-captioning closes part of the gap, not 
 # true captions give, from a captioner that names the right digits only half the time. Identity (how steadily a clip
 # keeps one digit) rises from 0.39 with poor captions to 0.53–0.59 with either kind of real caption: a caption that
 # names a digit also tells the model to keep drawing one. Two honest caveats. These are 50 prompts each, one seed,
-# 2,000 steps: differences of a few points are within the noise, the 6-point gaps here are about at its edge, and the
-# ordering is what to take away. And all three are far below the 80 % the course aims for: that is the CPU budget
-# (section 6), not the captions.
+# 2,000 steps: differences of a few points are within the noise, the 5- and 6-point gaps here are about at its
+# edge, and the ordering is what to take away. And all three are far below the 80 % the course aims for: that is the
+# CPU budget (section 6), not the captions.
 #
 # ## 12. Exercises
 #
