@@ -50,7 +50,7 @@ class PipelineConfig:
     text: dict | None = None  # MiniCLIPConfig of a frozen text encoder: conditioning on prompts
     schedule: str = "cosine"
     T: int = 1000
-    objective: str = "eps"  # "eps" (predict the noise), "v", or "flow" (rectified flow): see `objectives`
+    objective: str = "eps"  # "eps" (predict the noise), "eps-min-snr", "v", or "flow" (rectified flow): see `objectives`
     clip_x0: float | None = 1.0  # bound on the predicted x0 (see `samplers`); latents: their largest |z0|
     p_uncond: float = 0.1  # how often training drops the condition (for classifier-free guidance)
     guidance: float = 2.0  # default guidance scale when sampling
@@ -196,7 +196,7 @@ class DiffusionPipeline(nn.Module):
         """
         z0 = self.encode_moments(batch["moments"], generator) if "moments" in batch else self.encode(batch["x"], generator)
         cond = {} if self.condition is None else self.condition.from_batch(batch, self.config.p_uncond, generator)
-        net, sched = net or self, self.sched.to(z0.device)
+        net, sched = self if net is None else net, self.sched.to(z0.device)
         if "given" in batch:
             if self.objective.masked_loss is None:
                 raise ValueError(f"training with given frames needs the 'eps' or 'v' objective, not {self.objective.name!r}")
