@@ -11,6 +11,7 @@ from minilineage.diffusion import (
     NoiseSchedule,
     eps_from_v,
     eps_loss,
+    min_snr_eps_loss,
     gather,
     predict_eps,
     predict_x0,
@@ -263,3 +264,31 @@ def test_v_target_recovers_eps_and_an_oracle_has_zero_v_loss():
     assert torch.allclose(eps_from_v(sched, xt, t, v_target(sched, x0, t, eps)), eps, atol=1e-5)
     oracle = lambda xt, t: v_target(sched, x0, t, predict_eps(sched, xt, t, x0))  # noqa: E731
     assert v_loss(oracle, sched, x0, seeded(4)).item() < 1e-8
+
+
+def test_min_snr_loss_weighs_each_step_by_min_snr_gamma_over_snr():
+    sched = NoiseSchedule.named("cosine", 100)
+    x0, eps = torch.zeros(4, 1, 2, 2), torch.randn(4, 1, 2, 2, generator=seeded(0))
+    t = torch.tensor([0, 10, 60, 99])  # SNR from ~10^4 down to ~0: capped on the first two, not on the last two
+    zero = lambda xt, t: torch.zeros_like(xt)  # noqa: E731 - its squared error per sample is mean(eps^2)
+    snr = sched.snr(t)
+    assert (snr[:2] > 5).all() and (snr[2:] < 5).all()
+    expected = (torch.clamp(snr, max=5.0) / snr * eps.pow(2).flatten(1).mean(1)).mean()
+    assert min_snr_eps_loss(zero, sched, x0, None, t=t, eps=eps).item() == pytest.approx(expected.item(), rel=1e-6)
+    # where SNR <= gamma the weight is 1: the plain eps loss; where it is above, the step counts less
+    noisy, clean = t[2:], t[:2]
+    assert min_snr_eps_loss(zero, sched, x0[2:], None, t=noisy, eps=eps[2:]).item() == pytest.approx(
+        eps_loss(zero, sched, x0[2:], None, t=noisy, eps=eps[2:]).item(), rel=1e-6)
+    assert min_snr_eps_loss(zero, sched, x0[:2], None, t=clean, eps=eps[:2]) < eps_loss(
+        zero, sched, x0[:2], None, t=clean, eps=eps[:2])
+
+
+def test_the_min_snr_objective_samples_like_eps_and_an_oracle_has_zero_loss():
+    from minilineage.diffusion import get_objective
+
+    sched = NoiseSchedule.named("cosine", 100)
+    x0 = torch.rand(32, 1, 3, 3, generator=seeded(1)) * 2 - 1
+    oracle = lambda xt, t: predict_eps(sched, xt, t, x0)  # noqa: E731
+    objective, plain = get_objective("eps-min-snr"), get_objective("eps")
+    assert objective.loss(oracle, sched, x0, seeded(2)).item() < 1e-8
+    assert objective.prediction is plain.prediction and objective.sample is plain.sample

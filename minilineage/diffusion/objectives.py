@@ -2,6 +2,9 @@
 
   eps   the noise itself (Ho et al. 2020): loss ||eps - eps_theta(x_t, t)||^2, t a step index 0..T-1;
         sampled with DDPM (steps >= T) or DDIM.
+  eps-min-snr
+        the same, with the loss of each t weighted by min(SNR, 5) / SNR (Hang et al. 2023,
+        `min_snr_eps_loss`): the nearly clean steps count less, so a short run learns the shapes first.
   v     v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022): the target stays
         informative where alpha_bar -> 0, so x0_hat = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v_hat
         never divides by a tiny sqrt(alpha_bar). Converted to eps_hat and sampled like "eps".
@@ -28,7 +31,13 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from minilineage.diffusion.flow import flow_loss, flow_sample, velocity
-from minilineage.diffusion.losses import eps_loss, masked_eps_loss, masked_v_loss, v_loss
+from minilineage.diffusion.losses import (
+    eps_loss,
+    masked_eps_loss,
+    masked_v_loss,
+    min_snr_eps_loss,
+    v_loss,
+)
 from minilineage.diffusion.process import Model, NoiseSchedule, eps_from_v
 from minilineage.diffusion.samplers import sample_with_steps
 
@@ -72,6 +81,7 @@ def _flow_sample(model: Model, sched: NoiseSchedule, shape: tuple[int, ...], ste
 
 OBJECTIVES: dict[str, Objective] = {
     "eps": Objective("eps", eps_loss, _eps_prediction, sample_with_steps, masked_eps_loss),
+    "eps-min-snr": Objective("eps-min-snr", min_snr_eps_loss, _eps_prediction, sample_with_steps, masked_eps_loss),
     "v": Objective("v", v_loss, _v_prediction, sample_with_steps, masked_v_loss),
     "flow": Objective("flow", _flow_loss, _flow_prediction, _flow_sample),
 }
