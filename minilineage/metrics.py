@@ -275,15 +275,17 @@ def eval_clip(model: MiniCLIP, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def eval_digit_samples(model: nn.Module, device: torch.device, n: int = 1000) -> dict:
+def eval_digit_samples(model: nn.Module, device: torch.device, n: int = 1000, guidance: float | None = None) -> dict:
     """n samples asking for the digits 0-9 in turn (by label or by prompt "a handwritten seven"), with the
-    model's default steps and guidance, scored by lenet-mnist: FID-LeNet and how many show the digit asked for."""
+    model's default steps and guidance (or `guidance`), scored by lenet-mnist: FID-LeNet and how many show
+    the digit asked for."""
+    guidance = model.config.guidance if guidance is None else guidance
     generator = torch.Generator(device=device).manual_seed(0)
     started = time.perf_counter()
-    images = torch.cat([model.sample(min(500, n - i), generator) for i in range(0, n, 500)])
+    images = torch.cat([model.sample(min(500, n - i), generator, guidance=guidance) for i in range(0, n, 500)])
     seconds = time.perf_counter() - started
     scores = evaluate_samples(to_uint8(images), torch.arange(n) % 10)
-    return {**scores, "samples": n, "sample_seconds": round(seconds, 1), "guidance": model.config.guidance,
+    return {**scores, "samples": n, "sample_seconds": round(seconds, 1), "guidance": guidance,
             "steps": model.config.sample_steps}
 
 

@@ -3,7 +3,7 @@
 `core` says what a recipe is and trains one (`train_recipe`); `course` registers the course's recipes.
 """
 
-from minilineage.recipes import course, dit, recaption, scale, video, vision  # noqa: F401  (importing them registers every recipe)
+from minilineage.recipes import course, dit, recaption, scale, speed, video, vision  # noqa: F401  (importing them registers every recipe)
 from minilineage.recipes.core import (
     PRESETS,
     RECIPES,
@@ -14,5 +14,6 @@ from minilineage.recipes.core import (
     register,
     train_recipe,
 )
+from minilineage.recipes.dit import study_records
 
-__all__ = ["PRESETS", "RECIPES", "Preset", "Recipe", "TrainResult", "get_recipe", "register", "train_recipe"]
+__all__ = ["PRESETS", "RECIPES", "Preset", "Recipe", "TrainResult", "get_recipe", "register", "study_records", "train_recipe"]
