@@ -221,5 +221,5 @@ def test_a_v_prediction_pipeline_trains_on_v_and_samples_through_eps():
     expected = v_loss(model, model.sched, x, g, y=torch.where(drop, 10, y))
     torch.testing.assert_close(loss, expected)
     assert model.sample(2, seeded(0), steps=3).shape == (2, 1, 28, 28)
-    with pytest.raises(ValueError, match="unknown objective 'x0'; choose one of: eps, v"):
+    with pytest.raises(ValueError, match="unknown objective 'x0'; choose one of: eps, eps-min-snr, v"):
         DiffusionPipeline(PipelineConfig(denoiser=unet, objective="x0"))

@@ -49,9 +49,7 @@ def eps_loss(
     return F.mse_loss(model(xt, t, **cond), eps)
 
 
-
-
-MIN_SNR_GAMMA = 5.0  # Hang et al. 2023: gamma = 5 worked best for every parameterisation they tried
+MIN_SNR_GAMMA = 5.0  # Hang et al. 2023's default, robust across the predictions (eps, x0, v) they tried
 
 
 def min_snr_eps_loss(
