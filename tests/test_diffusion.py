@@ -292,3 +292,25 @@ def test_the_min_snr_objective_samples_like_eps_and_an_oracle_has_zero_loss():
     objective, plain = get_objective("eps-min-snr"), get_objective("eps")
     assert objective.loss(oracle, sched, x0, seeded(2)).item() < 1e-8
     assert objective.prediction is plain.prediction and objective.sample is plain.sample
+
+
+def test_min_snr_v_loss_is_the_x0_loss_weighted_by_min_snr_gamma():
+    """||v - v_hat||^2 = (SNR + 1) ||x0 - x0_hat||^2, so the v-weight min(SNR, 5) / (SNR + 1) is an x0-weight min(SNR, 5)."""
+    from minilineage.diffusion import gather, get_objective, min_snr_v_loss
+
+    sched = NoiseSchedule.named("cosine", 100)
+    x0 = torch.rand(4, 1, 3, 3, generator=seeded(0)) * 2 - 1
+    eps = torch.randn(4, 1, 3, 3, generator=seeded(1))
+    t = torch.tensor([0, 10, 60, 99])  # capped on the first two, not on the last two
+    guess = torch.randn(4, 1, 3, 3, generator=seeded(2))
+    model = lambda xt, t: guess  # noqa: E731 - any prediction of v
+    xt = q_sample(sched, x0, t, eps)
+    x0_hat = gather(sched.sqrt_alpha_bar, t, 4) * xt - gather(sched.sqrt_one_minus_alpha_bar, t, 4) * guess
+    expected = (sched.snr(t).clamp(max=5.0) * (x0 - x0_hat).square().flatten(1).mean(1)).mean()
+    assert min_snr_v_loss(model, sched, x0, None, t=t, eps=eps).item() == pytest.approx(expected.item(), rel=1e-4)
+    assert min_snr_v_loss(model, sched, x0, None, t=t, eps=eps) < v_loss(model, sched, x0, None, t=t, eps=eps)
+
+    oracle = lambda xt, t: v_target(sched, x0, t, predict_eps(sched, xt, t, x0))  # noqa: E731
+    objective, plain = get_objective("v-min-snr"), get_objective("v")
+    assert objective.loss(oracle, sched, x0, seeded(3)).item() < 1e-8
+    assert objective.prediction is plain.prediction and objective.sample is plain.sample

@@ -152,8 +152,8 @@ def test_an_eps_pipeline_still_samples_with_ddim_on_the_guided_noise_prediction(
 
 
 def test_every_objective_names_its_loss_prediction_and_sampler():
-    assert list(OBJECTIVES) == ["eps", "eps-min-snr", "v", "flow"]
+    assert list(OBJECTIVES) == ["eps", "eps-min-snr", "v", "v-min-snr", "flow"]
     for objective in OBJECTIVES.values():
         assert callable(objective.loss) and callable(objective.prediction) and callable(objective.sample)
-    with pytest.raises(ValueError, match="unknown objective 'x0'; choose one of: eps, eps-min-snr, v, flow"):
+    with pytest.raises(ValueError, match="unknown objective 'x0'; choose one of: eps, eps-min-snr, v, v-min-snr, flow"):
         get_objective("x0")

@@ -6,6 +6,7 @@ from minilineage.diffusion.losses import (
     masked_eps_loss,
     masked_v_loss,
     min_snr_eps_loss,
+    min_snr_v_loss,
     v_loss,
 )
 from minilineage.diffusion.objectives import OBJECTIVES, Objective, get_objective
@@ -39,6 +40,6 @@ from minilineage.diffusion.schedules import make_betas
 __all__ = [
     "DiffusionPipeline", "GivenFrames", "OBJECTIVES", "Objective", "GivenNoised", "LabelCondition", "NoiseSchedule", "PipelineConfig",
     "TextCondition", "ddim_sample", "ddim_step", "ddpm_sample", "ddpm_step", "diffusion_loss", "drop_captions",
-    "eps_from_v", "eps_loss", "gather", "get_objective", "guided", "make_betas", "masked_eps_loss", "masked_v_loss", "min_snr_eps_loss", "predict_eps", "predict_x0", "q_posterior",
+    "eps_from_v", "eps_loss", "gather", "get_objective", "guided", "make_betas", "masked_eps_loss", "masked_v_loss", "min_snr_eps_loss", "min_snr_v_loss", "predict_eps", "predict_x0", "q_posterior",
     "q_sample", "q_step", "randn", "reverse", "sample_with_steps", "sdedit", "v_loss", "v_target",
 ]

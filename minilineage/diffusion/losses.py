@@ -1,4 +1,4 @@
-"""Training losses of diffusion models: noise prediction (plain or Min-SNR weighted), v-prediction, and the
+"""Training losses of diffusion models: noise prediction and v-prediction (each plain or Min-SNR weighted), and the
 masked loss for given frames.
 
 Each draws t ~ Uniform{0, ..., T-1} per sample and eps ~ N(0, I) with an explicit generator
@@ -30,6 +30,13 @@ def _draw_t_eps(
     return t.to(x0.device), eps
 
 
+def _noised(sched: NoiseSchedule, x0: Tensor, generator: torch.Generator | None, t: Tensor | None,
+            eps: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """t and eps drawn (or given) as in `_draw_t_eps`, and x_t = q_sample(x0, t, eps): what every loss starts from."""
+    t, eps = _draw_t_eps(sched, x0, generator, t, eps)
+    return t, eps, q_sample(sched, x0, t, eps)
+
+
 def eps_loss(
     model: Model,
     sched: NoiseSchedule,
@@ -44,8 +51,7 @@ def eps_loss(
     t and eps are drawn with `generator` unless given (tests pin them). `cond` (class labels y,
     text context, ...) goes to the model unchanged. Returns the mean over batch and pixels.
     """
-    t, eps = _draw_t_eps(sched, x0, generator, t, eps)
-    xt = q_sample(sched, x0, t, eps)
+    t, eps, xt = _noised(sched, x0, generator, t, eps)
     return F.mse_loss(model(xt, t, **cond), eps)
 
 
@@ -70,11 +76,36 @@ def min_snr_eps_loss(
     the digit's shape is decided. Capping the equivalent x0-loss weight at gamma leaves the noisy
     steps at weight 1 and scales the clean ones down by gamma / SNR. t and eps are drawn as in `eps_loss`.
     """
-    t, eps = _draw_t_eps(sched, x0, generator, t, eps)
-    xt = q_sample(sched, x0, t, eps)
-    per_sample = (model(xt, t, **cond) - eps).square().flatten(1).mean(1)  # (B,)
+    t, eps, xt = _noised(sched, x0, generator, t, eps)
     snr = sched.snr(t)
-    return ((snr.clamp(max=gamma) / snr).to(per_sample.dtype) * per_sample).mean()
+    return _weighted_mse(model(xt, t, **cond), eps, snr.clamp(max=gamma) / snr)
+
+
+def min_snr_v_loss(
+    model: Model,
+    sched: NoiseSchedule,
+    x0: Tensor,
+    generator: torch.Generator | None,
+    t: Tensor | None = None,
+    eps: Tensor | None = None,
+    gamma: float = MIN_SNR_GAMMA,
+    **cond: Tensor,
+) -> Tensor:
+    """`v_loss` with Min-SNR-gamma weights: w(t) = min(SNR(t), gamma) / (SNR(t) + 1).
+
+    The same cap as `min_snr_eps_loss`, on the equivalent x0-loss: x0 - x0_hat = sqrt(1 - alpha_bar)
+    (v_hat - v), so ||v - v_hat||^2 = (SNR + 1) ||x0 - x0_hat||^2, and an x0-weight of min(SNR, gamma)
+    is a v-weight of min(SNR, gamma) / (SNR + 1). Hang et al. 2023 trained their DiTs this way.
+    """
+    t, eps, xt = _noised(sched, x0, generator, t, eps)
+    snr = sched.snr(t)
+    return _weighted_mse(model(xt, t, **cond), v_target(sched, x0, t, eps), snr.clamp(max=gamma) / (snr + 1))
+
+
+def _weighted_mse(output: Tensor, target: Tensor, weight: Tensor) -> Tensor:
+    """The mean over the batch of weight (B,) times each sample's mean squared error."""
+    per_sample = (output - target).square().flatten(1).mean(1)  # (B,)
+    return (weight.to(per_sample.dtype) * per_sample).mean()
 
 
 def v_loss(
@@ -90,8 +121,7 @@ def v_loss(
 
     t and eps are drawn (or given) as in `eps_loss`.
     """
-    t, eps = _draw_t_eps(sched, x0, generator, t, eps)
-    xt = q_sample(sched, x0, t, eps)
+    t, eps, xt = _noised(sched, x0, generator, t, eps)
     return F.mse_loss(model(xt, t, **cond), v_target(sched, x0, t, eps))
 
 

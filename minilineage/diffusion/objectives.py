@@ -8,6 +8,8 @@
   v     v = sqrt(alpha_bar) eps - sqrt(1 - alpha_bar) x0 (Salimans & Ho 2022): the target stays
         informative where alpha_bar -> 0, so x0_hat = sqrt(alpha_bar) x_t - sqrt(1 - alpha_bar) v_hat
         never divides by a tiny sqrt(alpha_bar). Converted to eps_hat and sampled like "eps".
+  v-min-snr
+        the same, with the loss of each t weighted by min(SNR, 5) / (SNR + 1) (`min_snr_v_loss`).
   flow  rectified flow (`flow`): the straight path x_t = (1 - t) x0 + t eps, t in [0, 1] drawn
         logit-normal, the network reads 1000 t and predicts v = eps - x0; sampled with Euler steps.
 
@@ -36,6 +38,7 @@ from minilineage.diffusion.losses import (
     masked_eps_loss,
     masked_v_loss,
     min_snr_eps_loss,
+    min_snr_v_loss,
     v_loss,
 )
 from minilineage.diffusion.process import Model, NoiseSchedule, eps_from_v
@@ -83,6 +86,7 @@ OBJECTIVES: dict[str, Objective] = {
     "eps": Objective("eps", eps_loss, _eps_prediction, sample_with_steps, masked_eps_loss),
     "eps-min-snr": Objective("eps-min-snr", min_snr_eps_loss, _eps_prediction, sample_with_steps, masked_eps_loss),
     "v": Objective("v", v_loss, _v_prediction, sample_with_steps, masked_v_loss),
+    "v-min-snr": Objective("v-min-snr", min_snr_v_loss, _v_prediction, sample_with_steps, masked_v_loss),
     "flow": Objective("flow", _flow_loss, _flow_prediction, _flow_sample),
 }
 

@@ -50,7 +50,7 @@ class PipelineConfig:
     text: dict | None = None  # MiniCLIPConfig of a frozen text encoder: conditioning on prompts
     schedule: str = "cosine"
     T: int = 1000
-    objective: str = "eps"  # "eps" (predict the noise), "eps-min-snr", "v", or "flow" (rectified flow): see `objectives`
+    objective: str = "eps"  # "eps" (predict the noise), "eps-min-snr", "v", "v-min-snr", or "flow" (rectified flow): see `objectives`
     clip_x0: float | None = 1.0  # bound on the predicted x0 (see `samplers`); latents: their largest |z0|
     p_uncond: float = 0.1  # how often training drops the condition (for classifier-free guidance)
     guidance: float = 2.0  # default guidance scale when sampling

@@ -25,8 +25,10 @@ from minilineage.metrics import eval_digit_samples
 from minilineage.recipes.core import Preset, Recipe, get_recipe, register
 from minilineage.train import TrainConfig
 
+TODAY_RECIPE = get_recipe("ddpm-mnist")  # what the study starts from and compares against
+TODAY = TODAY_RECIPE.presets["cpu"].train
 GUIDANCE_FAST = 1.75  # the fast recipe's sampling scale, from a sweep on its checkpoint (1.5, 1.75, 2: chapter 3, section 14)
-GUIDANCE_TODAY = get_recipe("ddpm-mnist").model_config["guidance"]  # 2
+GUIDANCE_TODAY = TODAY_RECIPE.model_config["guidance"]  # 2
 
 
 def eval_two_guidances(model: nn.Module, device: torch.device, n: int = 1000) -> dict:
@@ -39,14 +41,12 @@ def eval_two_guidances(model: nn.Module, device: torch.device, n: int = 1000) ->
 
 def _variant(name: str, summary: str, objective: str, train: TrainConfig) -> Recipe:
     """ddpm-mnist with another objective and CPU training, sampled at GUIDANCE_FAST."""
-    today = get_recipe("ddpm-mnist")
-    config = {**today.model_config, "objective": objective, "guidance": GUIDANCE_FAST}
-    presets = {"cpu": Preset("mnist-5k", train), "gpu": today.presets["gpu"]}
-    return register(dataclasses.replace(today, name=name, summary=summary, model_config=config, presets=presets,
+    config = {**TODAY_RECIPE.model_config, "objective": objective, "guidance": GUIDANCE_FAST}
+    presets = {"cpu": Preset("mnist-5k", train), "gpu": TODAY_RECIPE.presets["gpu"]}
+    return register(dataclasses.replace(TODAY_RECIPE, name=name, summary=summary, model_config=config, presets=presets,
                                         evaluate=eval_two_guidances))
 
 
-TODAY = get_recipe("ddpm-mnist").presets["cpu"].train
 _variant("ddpm-speed-cut", "Chapter 3 speed study: ddpm-mnist cut to 2,000 steps (40 % of its compute)", "eps",
          dataclasses.replace(TODAY, steps=2000))
 _variant("ddpm-speed-minsnr", "Chapter 3 speed study: + Min-SNR-5 loss weights", "eps-min-snr",
