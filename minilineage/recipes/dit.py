@@ -23,6 +23,8 @@ Min-SNR weights, which bought chapter 3's U-Net about 15 points of accuracy in a
 DiT: dit-mnist with the objective "v-min-snr" (same steps) scored FID-LeNet 84.3 and 96.4 % at n = 500
 against 85.9 and 98.8 % (2026-12-03). They weigh the nearly clean steps down, and what this DiT's samples
 lack is exactly the fine detail of those steps (ragged strokes, stray pixels), not the digits' shapes.
+Smaller patches at the same time do not help either: DiT-XS/2 (196 tokens) managed 2,000 steps of 64 in
+the time of 8,000 at patch 4 and scored FID 139.0, 98.2 %.
 
 Every DiT here is one `DiffusionPipeline` with denoiser class "DiT" (or a variant): the pipeline, its
 objective and its samplers are those of chapters 3 and 4. The study families are scored by
