@@ -296,10 +296,10 @@ video_player([real[:3], naive[:3], generated[:3]], ["real", "naive", "video DiT"
 # %% [markdown]
 # The figures for 100 prompts (the record's evaluation in section 5 is the same test on 50) split in two. What needs
 # the frames to be made together, the video DiT has: its strokes change less from frame to frame than the naive
-# clips' (restyle 0.059 against 0.077), and its digits move as smoothly as real ones (jitter 0.78, the real clips'
-# 0.78), where the naive clips' centre of ink jumps about (1.23) because every frame's new digit puts its ink
+# clips' (restyle 0.059 against 0.089), and its digits move as smoothly as real ones (jitter 0.78, the real clips'
+# 0.78), where the naive clips' centre of ink jumps about (1.17) because every frame's new digit puts its ink
 # somewhere else. What needs a good image model, it lacks: LeNet gives a clip's frames one class in only 58 % of
-# them and reads the digit asked for in 31 %, where the naive clips, every frame from `dit-mnist`, score 98 % on both.
+# them and reads the digit asked for in 31 %, where the naive clips, every frame from `dit-mnist`, score 97 % on both.
 # Play the clips: many of the video DiT's are a digit for a few frames that then melts into a stroke or a blob, and
 # moves on smoothly as that blob.
 #

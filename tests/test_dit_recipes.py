@@ -48,7 +48,9 @@ def test_the_flow_recipe_is_the_v_recipe_with_only_the_objective_changed():
 def test_the_objective_study_is_dit_mnist_with_only_the_objective_and_the_steps_changed():
     configs = {o: RECIPES[f"dit-obj-{o}"].model_config for o in dit_recipes.OBJECTIVES}
     assert [c["objective"] for c in configs.values()] == ["eps", "v", "flow"]
-    assert all({**c, "objective": "v"} == RECIPES["dit-mnist"].model_config for c in configs.values())
+    main = RECIPES["dit-mnist"].model_config
+    assert main["guidance"] == dit_recipes.MAIN_GUIDANCE and all(c["guidance"] == 2.0 for c in configs.values())
+    assert all({**c, "objective": "v", "guidance": main["guidance"]} == main for c in configs.values())
     trains = [RECIPES[f"dit-obj-{o}"].presets["cpu"].train for o in dit_recipes.OBJECTIVES]
     assert all(train == trains[0] for train in trains) and trains[0].batch_size == RECIPES["dit-mnist"].presets["cpu"].train.batch_size
 
