@@ -45,7 +45,7 @@ def test_the_flow_recipe_is_the_v_recipe_with_only_the_objective_changed():
     assert RECIPES["dit-mnist-latent"].parts == {"autoencoder": "latent-vae-mnist"}
 
 
-def test_the_objective_study_is_dit_mnist_with_only_the_objective_and_the_steps_changed():
+def test_the_objective_study_is_dit_mnist_with_only_the_objective_steps_and_guidance_changed():
     configs = {o: RECIPES[f"dit-obj-{o}"].model_config for o in dit_recipes.OBJECTIVES}
     assert [c["objective"] for c in configs.values()] == ["eps", "v", "flow"]
     main = RECIPES["dit-mnist"].model_config

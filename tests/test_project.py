@@ -79,10 +79,11 @@ def _recipe_values_missing_from(wanted: dict, recorded: dict, path: str = "") ->
     """Every value the recipe sets (recursively into nested dicts) that the record does not hold."""
     missing = []
     for key, value in wanted.items():
-        if isinstance(value, dict) and isinstance(recorded.get(key), dict):
-            missing += _recipe_values_missing_from(value, recorded[key], f"{path}{key}.")
-        elif json.loads(json.dumps(value)) != recorded.get(key, "(absent)"):
-            missing.append(f"{path}{key}: recipe {value!r}, record {recorded.get(key, '(absent)')!r}")
+        held = recorded.get(key, "(absent)")
+        if isinstance(value, dict) and isinstance(held, dict):
+            missing += _recipe_values_missing_from(value, held, f"{path}{key}.")
+        elif json.loads(json.dumps(value)) != held:  # tuples as the JSON record holds them, as lists
+            missing.append(f"{path}{key}: recipe {value!r}, record {held!r}")
     return missing
 
 
@@ -94,16 +95,18 @@ def test_shipped_records_are_what_their_recipes_train_now():
     from minilineage.recipes import get_recipe
     from minilineage.recipes.core import merge
 
-    for ckpt in (ROOT / "assets" / "checkpoints").glob("*.json"):
-        record = json.loads(ckpt.read_text())
+    for sidecar in (ROOT / "assets" / "checkpoints").glob("*.json"):
+        record = json.loads(sidecar.read_text())
         recipe = get_recipe(record["recipe"])
         preset = recipe.presets[record["preset"]]
         train = asdict(preset.train)
-        assert set(record["train_config"]) <= set(train), ckpt.name
-        assert record["train_config"] == {k: train[k] for k in record["train_config"]}, f"{ckpt.name} was trained with another TrainConfig than its recipe gives now: retrain it"
-        assert record["step"] == train["steps"], f"{ckpt.name}: trained {record['step']} of {train['steps']} steps"
+        assert set(record["train_config"]) <= set(train), sidecar.name
+        assert record["train_config"] == {k: train[k] for k in record["train_config"]}, \
+            f"{sidecar.name} was trained with another TrainConfig than its recipe gives now: retrain it"
+        assert record["step"] == train["steps"], f"{sidecar.name}: trained {record['step']} of {train['steps']} steps"
         missing = _recipe_values_missing_from(merge(recipe.model_config, preset.model), record["model_config"])
-        assert not missing, f"{ckpt.name} is not what its recipe trains now: {missing}"
+        assert not missing, f"{sidecar.name} is not what its recipe trains now: {missing}"
+
 
 def _free_port() -> int:
     with socket.socket() as s:
