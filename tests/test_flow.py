@@ -9,18 +9,26 @@ import torch
 from minilineage.diffusion import (
     DiffusionPipeline,
     GivenNoised,
+    NoiseSchedule,
     PipelineConfig,
+    ddim_step,
     guided,
     sample_with_steps,
 )
 from minilineage.diffusion.flow import (
     TIME_SCALE,
+    ddim_levels,
     euler,
+    euler_levels,
+    flow_alpha_bar,
     flow_loss,
     flow_sample,
+    flow_time,
     flow_timesteps,
     flow_xt,
     logit_normal_t,
+    nearest_timesteps,
+    sample_at_levels,
     velocity,
 )
 from minilineage.diffusion.objectives import OBJECTIVES, get_objective
@@ -157,3 +165,47 @@ def test_every_objective_names_its_loss_prediction_and_sampler():
         assert callable(objective.loss) and callable(objective.prediction) and callable(objective.sample)
     with pytest.raises(ValueError, match="unknown objective 'x0'; choose one of: eps, eps-min-snr, v, v-min-snr, flow"):
         get_objective("x0")
+
+
+def test_flow_time_matches_the_ddpm_signal_to_noise_ratio_and_inverts():
+    alpha_bar = torch.tensor([0.999, 0.5, 0.2, 1e-4], dtype=torch.float64)
+    t = flow_time(alpha_bar)
+    torch.testing.assert_close((1 - t) ** 2 / t**2, alpha_bar / (1 - alpha_bar))  # the same SNR
+    assert t[1].item() == pytest.approx(0.5) and torch.all(t[1:] > t[:-1])  # alpha_bar 1/2 is the midpoint
+    torch.testing.assert_close(flow_alpha_bar(t), alpha_bar)
+
+
+def test_a_ddim_step_is_an_euler_step_of_the_flow_velocity_in_rescaled_coordinates():
+    """Karras et al. 2022 / Gao et al. 2024: x_t / (sqrt(a) + sqrt(1 - a)) moves by (t_s - t) (eps_hat - x0_hat)."""
+    sched = NoiseSchedule.named("cosine", 1000)
+    x = torch.randn(3, 1, 4, 4, generator=seeded(0))
+    eps_hat = torch.randn(3, 1, 4, 4, generator=seeded(1))
+    t, s = torch.full((3,), 700), torch.full((3,), 400)
+    ddim, x0_hat, _ = ddim_step(sched, x, t, s, eps_hat, clip_x0=None)
+    a_t, a_s = sched.alpha_bar[700].double(), sched.alpha_bar[400].double()
+    scale = lambda a: a.sqrt() + (1 - a).sqrt()  # noqa: E731
+    euler_step = x.double() / scale(a_t) + (flow_time(a_s) - flow_time(a_t)) * (eps_hat - x0_hat).double()
+    torch.testing.assert_close(ddim.double(), euler_step * scale(a_s), atol=1e-5, rtol=1e-5)
+    off = x.double() / scale(a_t) + (flow_time(a_s) - flow_time(a_t)) * eps_hat.double()  # a wrong velocity
+    assert (off * scale(a_s) - ddim.double()).abs().max() > 0.1
+
+
+def test_each_sampler_on_its_own_levels_is_the_pipeline_s_sampler():
+    for objective, levels in (("v", ddim_levels), ("flow", lambda sched, k: euler_levels(k))):
+        model = tiny_pipeline(objective)
+        y = torch.tensor([3, 8])
+        expected = model.sample(2, seeded(4), labels=y, steps=5, guidance=1.5)
+        got = sample_at_levels(model, 2, seeded(4), levels(model.sched, 5), labels=y, guidance=1.5)
+        assert torch.equal(got, expected), objective
+
+
+def test_levels_map_to_ddpm_steps_and_each_model_runs_on_the_other_s_levels():
+    sched = NoiseSchedule.named("cosine", 1000)
+    assert nearest_timesteps(sched, ddim_levels(sched, 5)).tolist() == [999, 749, 500, 250, 0]
+    assert nearest_timesteps(sched, euler_levels(5)).tolist() == [999, 842, 622, 368, 148]  # by hand from Eq. (17)
+    assert [round(float(t), 3) for t in ddim_levels(sched, 5)] == [1.0, 0.709, 0.504, 0.299, 0.006]  # cos, sin of Eq. (17)
+    with pytest.raises(ValueError, match="repeated or rising"):
+        nearest_timesteps(sched, torch.tensor([0.5, 0.5]))
+    model = tiny_pipeline("v")
+    on_flow_levels = sample_at_levels(model, 2, seeded(4), euler_levels(5), labels=torch.tensor([1, 2]))
+    assert not torch.equal(on_flow_levels, model.sample(2, seeded(4), labels=torch.tensor([1, 2]), steps=5))

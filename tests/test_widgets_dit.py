@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from minilineage.diffusion import DiffusionPipeline, PipelineConfig
-from minilineage.widgets import decode_png, png_bytes, side_by_side, token_player, token_tiles
+from minilineage.widgets import (
+    decode_png,
+    denoised_tokens,
+    png_bytes,
+    side_by_side,
+    token_player,
+    token_tiles,
+)
 from minilineage.widgets.dit import _column
 
 
@@ -61,3 +68,29 @@ def test_the_exported_page_holds_every_frame_and_the_links(tmp_path):
     state = json.loads(re.search(r'widget-state\+json">(.*?)</script>', html, re.S).group(1))["state"]
     names = [model["model_name"] for model in state.values()]
     assert names.count("ImageModel") == 3 and names.count("LinkModel") == 2  # play -> slider -> frame
+
+
+def test_moving_t_shows_the_noised_tokens_and_one_call_s_prediction_with_and_without_the_label():
+    model = pipeline("v")
+    x0 = torch.rand(2, 1, 28, 28, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    labels = torch.tensor([4, 9])
+    player = denoised_tokens(model, x0, labels, timesteps=(10, 40), generator=torch.Generator().manual_seed(6), scale=1)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(6))
+
+    def shown(t_value: int) -> bytes:
+        t = torch.full((2,), t_value)
+        xt = model.sched.sqrt_alpha_bar[t_value] * x0 + model.sched.sqrt_one_minus_alpha_bar[t_value] * eps
+        with torch.no_grad():
+            v_label, v_null = model.net(xt, t, y=labels), model.net(xt, t, y=torch.tensor([10, 10]))
+        a, s = model.sched.sqrt_alpha_bar[t_value], model.sched.sqrt_one_minus_alpha_bar[t_value]
+        guesses = [(a * xt - s * v).clamp(-1, 1) for v in (v_label, v_null)]  # x0 = sqrt(a) x_t - sqrt(1 - a) v
+        return png_bytes(side_by_side([_column(xt, 4), *(_column(g, 4) for g in guesses), _column(x0, 4)], gap=2), 1)
+
+    first = player.current_png()
+    assert first == shown(10)
+    player.slider.value = 1
+    assert player.current_png() == shown(40) != first
+    assert player.captions[1].value.startswith("t = 40 · ᾱ_t = ")
+    assert "with the label" in player.captions[1].value and len(player) == 2
+    with pytest.raises(ValueError, match="pixel-space DiT"):
+        denoised_tokens(pipeline(latent=True), torch.zeros(1, 1, 28, 28), [1])

@@ -8,9 +8,15 @@ Liu et al. 2023 ("Flow straight and fast"); Lipman et al. 2023 (flow matching); 
     loss     || v - v_theta(x_t, t) ||^2,   t ~ logit-normal: sigmoid(n), n ~ N(0, 1)
     sample   x_1 ~ N(0, I), then Euler steps x_{t - dt} = x_t - dt v_theta(x_t, t) down to t = 0
 
-Why it samples in fewer steps: the network learns E[eps - x0 | x_t], the average direction of all
-lines through x_t. Where those lines agree the learnt paths are straight, and an Euler step along a
-straight path is exact whatever its length. DDPM's paths curve (x_t = sqrt(alpha_bar) x0 + ...).
+Euler here and DDIM are one sampler. Divide DDPM's x_t = sqrt(alpha_bar) x0 + sqrt(1 - alpha_bar) eps by
+sqrt(alpha_bar) + sqrt(1 - alpha_bar) and it is a point of this path, at the flow time with the same
+signal-to-noise ratio (`flow_time`); a DDIM step (eta = 0) lands exactly where an Euler step of the
+velocity eps_hat - x0_hat does, both being Euler's method on the probability-flow ODE (Song et al. 2021,
+Sec. 4.3; Karras et al. 2022, Sec. 3, in sigma = sqrt((1 - alpha_bar) / alpha_bar) coordinates). Either
+step is exact whenever x0_hat stays fixed along it. So a flow model and a DDPM model differ by the noise
+levels their samplers visit and by what training taught the network at each level (how the loss weighs
+the levels, what the output is), not by a straighter sampler (Gao et al. 2024, "Diffusion meets flow
+matching"). `sample_at_levels` runs either kind of model on any list of noise levels to measure which.
 
 Time: samplers and losses here work with t in [0, 1]; the network is called at `TIME_SCALE` * t, the
 range of DDPM's step index, so the sinusoidal time embedding of the denoisers is used as it is.
@@ -23,8 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from minilineage.diffusion.process import Device, Model, randn
-from minilineage.diffusion.samplers import GivenFrames, Sample
+from minilineage.diffusion.process import Device, Model, NoiseSchedule, randn
+from minilineage.diffusion.samplers import GivenFrames, Sample, ddim_denoise, ddim_timesteps
 
 TIME_SCALE = 1000.0  # network time = TIME_SCALE * t
 
@@ -121,3 +127,62 @@ def flow_sample(v: Model, shape: tuple[int, ...], steps: int, generator: torch.G
     """Sample with `steps` Euler steps of the velocity field v from x_1 ~ N(0, I) to t = 0."""
     x1 = randn(tuple(shape), generator, device)
     return euler(v, x1, flow_timesteps(steps), given, trajectory, **cond)
+
+
+# --- one family of noise levels: DDPM's alpha_bar and the flow time t ----------------------------
+
+
+def flow_time(alpha_bar: Tensor) -> Tensor:
+    """The flow time with DDPM's signal-to-noise ratio: SNR = alpha_bar / (1 - alpha_bar) = (1 - t)^2 / t^2.
+
+    t = sqrt(1 - alpha_bar) / (sqrt(alpha_bar) + sqrt(1 - alpha_bar)); x_t / (sqrt(alpha_bar) +
+    sqrt(1 - alpha_bar)) is then exactly the flow point (1 - t) x0 + t eps.
+    """
+    alpha_bar = torch.as_tensor(alpha_bar, dtype=torch.float64)
+    return (1 - alpha_bar).sqrt() / (alpha_bar.sqrt() + (1 - alpha_bar).sqrt())
+
+
+def flow_alpha_bar(t: Tensor) -> Tensor:
+    """DDPM's alpha_bar at the flow time t, the inverse of `flow_time`: (1 - t)^2 / ((1 - t)^2 + t^2)."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    return (1 - t) ** 2 / ((1 - t) ** 2 + t**2)
+
+
+def ddim_levels(sched: NoiseSchedule, steps: int) -> Tensor:
+    """The noise levels DDIM visits with `steps` steps (`ddim_timesteps`), as flow times (steps,), highest first."""
+    return flow_time(sched.alpha_bar.double()[ddim_timesteps(sched.T, steps)])
+
+
+def euler_levels(steps: int) -> Tensor:
+    """The noise levels the flow sampler visits with `steps` steps (`flow_timesteps` without the final 0)."""
+    return flow_timesteps(steps)[:-1]
+
+
+def nearest_timesteps(sched: NoiseSchedule, levels: Tensor) -> Tensor:
+    """The DDPM indices whose noise levels lie closest to `levels` (flow times, highest first); int64 (len(levels),)."""
+    times = flow_time(sched.alpha_bar.double())  # (T,), rising with the index
+    indices = (times[None, :] - torch.as_tensor(levels, dtype=torch.float64)[:, None]).abs().argmin(dim=1)
+    if (indices[1:] >= indices[:-1]).any():
+        raise ValueError(f"{len(levels)} levels map to repeated or rising DDPM steps {indices.tolist()}: use fewer levels")
+    return indices
+
+
+@torch.no_grad()
+def sample_at_levels(model, n: int, generator: torch.Generator | None, levels: Tensor, labels: Tensor | None = None,
+                     guidance: float | None = None) -> Tensor:
+    """n samples of a pipeline whose sampler visits the given noise levels (flow times, highest first), then 0.
+
+    A "flow" pipeline takes Euler steps through `levels`; a DDPM pipeline ("eps", "v") DDIM steps through
+    the `nearest_timesteps`. The same draw of starting noise as `model.sample`, so with the model's own
+    levels (`ddim_levels`, `euler_levels`) this is `model.sample` itself. Returns images in [-1, 1].
+    """
+    guidance = model.config.guidance if guidance is None else guidance
+    cond = model.conditioning(n, labels)
+    noise = randn((n, *model.config.shape), generator, model.device)
+    levels = torch.as_tensor(levels, dtype=torch.float64)
+    if model.config.objective == "flow":
+        z0 = euler(model.denoiser(guidance), noise, torch.cat([levels, levels.new_zeros(1)]), **cond)
+    else:
+        z0 = ddim_denoise(model.denoiser(guidance), model.sched, noise, nearest_timesteps(model.sched, levels),
+                          generator, clip_x0=model.config.clip_x0, **cond)
+    return model.decode(z0).clamp(-1, 1)

@@ -62,12 +62,13 @@ register("ch6.flow_pair", _flow_pairs,
 
 
 def _euler_steps(my_euler) -> bool:
-    """The student's sampler on a constant field v = x1 - x0 (a straight path), where Euler steps are
-    exact in any number: from x1 at t = 1 they must land on x0 at t = 0."""
+    """The student's sampler on a field that changes with t, v(x, t) = 2 t a: the exact flow from x1 ends at
+    x1 - a, and `steps` Euler steps from t = 1, each reading v where it starts, end at x1 - (1 + 1/steps) a
+    (a Riemann sum of 2 t). Checked at 1, 3 and 10 steps, so an answer that ignores `steps` fails."""
     g = torch.Generator().manual_seed(9)
-    x0, x1 = torch.randn(2, 5, generator=g), torch.randn(2, 5, generator=g)
-    v = lambda x, t: (x1 - x0).expand_as(x)  # noqa: E731
-    return all(close_to(x0, atol=1e-5)(my_euler(v, x1.clone(), steps)) for steps in (1, 3, 10))
+    a, x1 = torch.randn(2, 5, generator=g), torch.randn(2, 5, generator=g)
+    v = lambda x, t: 2 * t[:, None] * a  # noqa: E731
+    return all(close_to(x1 - (1 + 1 / steps) * a, atol=1e-5)(my_euler(v, x1.clone(), steps)) for steps in (1, 3, 10))
 
 
 def euler_sampler(v, x, steps):
@@ -77,6 +78,8 @@ def euler_sampler(v, x, steps):
     return x
 
 
+# The wrong answer the check must refuse: one step of length 1, whatever `steps` says. On a constant field it
+# would be exact, which is why the check's field depends on t.
 register("ch6.euler", _euler_steps,
-         "walk t from 1 to 0 in `steps` equal steps; each step adds (t_next - t_now) times the velocity",
-         solution=euler_sampler, wrong=lambda v, x, steps: x + v(x, torch.ones(x.shape[:1])))
+         "walk t from 1 to 0 in `steps` equal steps; each step adds (t_next - t_now) times the velocity at t_now",
+         solution=euler_sampler, wrong=lambda v, x, steps: x - v(x, torch.ones(x.shape[:1])))

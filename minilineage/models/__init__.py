@@ -13,7 +13,7 @@ from minilineage.models.captioner import VideoCaptioner
 from minilineage.models.classifier import LeNet
 from minilineage.models.clip import MiniCLIP
 from minilineage.models.dit import DiT
-from minilineage.models.dit_variants import AdaLNDiT, CrossAttentionDiT, InContextDiT
+from minilineage.models.dit_variants import AdaLNDiT, CrossAttentionDiT, InContextDiT, PaperInitDiT
 from minilineage.models.latent import LatentVAE
 from minilineage.models.text import TextEncoder, Tokenizer
 from minilineage.models.unet import UNet
@@ -22,7 +22,7 @@ from minilineage.models.video_dit import VideoDiT
 from minilineage.models.vit import ViT
 
 MODELS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (Autoencoder, VAE, LeNet, MiniCLIP, LatentVAE, UNet, ViT, DiT,
-                                                                         AdaLNDiT, CrossAttentionDiT, InContextDiT)}
+                                                                         AdaLNDiT, CrossAttentionDiT, InContextDiT, PaperInitDiT)}
 MODELS[VAE3d.__name__] = VAE3d  # chapter 7's spatio-temporal VAE
 MODELS[VideoDiT.__name__] = VideoDiT  # chapter 7's video DiT
 MODELS[VideoCaptioner.__name__] = VideoCaptioner  # chapter 7's captioner, for re-captioning

@@ -141,11 +141,14 @@ class DiT(nn.Module):
         self.config = config
         D, p = config.width, config.patch
         self.embed = nn.Linear(p * p * config.in_channels, D)  # the patch embedding, E in ViT's Eq. (1)
-        self.time_embed = TimeEmbedding(D)
+        self.time_embed = self.make_time_embed()
         self.label_embed = nn.Embedding(config.num_classes + 1, D) if config.num_classes else None
         self.blocks = nn.ModuleList(self.make_block() for _ in range(config.depth))
         self.final = self.make_final(p * p * (config.out_channels or config.in_channels))
         self.initialize_weights()
+
+    def make_time_embed(self) -> nn.Module:
+        return TimeEmbedding(self.config.width)  # D sinusoids of t, then an MLP (DiT's has 256 sinusoids)
 
     def make_block(self) -> nn.Module:
         c = self.config
@@ -163,11 +166,11 @@ class DiT(nn.Module):
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
         # 2. The condition c = embed(t) + embed(y) at unit scale: the time MLP keeps PyTorch's default
-        #    initialisation and the label table N(0, 1). DiT draws both at std 0.02, sized for width 1152,
-        #    where c still starts near 0.2 per channel; at width 64 it gives c with std 0.08 (13x below
-        #    ours, measured in Ch. 6), the gradient reaching the labels through the zeroed adaLN layers is
-        #    tiny, and after a CPU budget the label table had hardly moved (std 0.02 -> 0.05) while
-        #    samples ignored the label.
+        #    initialisation and the label table N(0, 1). DiT draws both weights at std 0.02 with zero
+        #    biases (`dit_variants.PaperInitDiT`): its c starts small at any width, std about 0.02 at our
+        #    width 64 and 0.08 at DiT-XL's 1152 (it grows as sqrt(width)), 45x below ours at 64. With the
+        #    adaLN layers at zero, what the condition contributes grows as the product of their weights and
+        #    c, so a small c is a slow start; chapter 6 measures what it costs in a short run (dit-init-*).
         for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
             layer.reset_parameters()
         if self.label_embed is not None:

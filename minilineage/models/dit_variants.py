@@ -7,6 +7,8 @@
   AdaLNDiT           adaptive LayerNorm: shift and scale from c, but no gates, so every residual
                      branch is open from the first step
   DiT (`dit`)        adaLN-Zero: the same plus zero-initialised gates; a fresh block is the identity
+  PaperInitDiT       adaLN-Zero with DiT's own initialisation of the condition (256 time frequencies,
+                     std 0.02, zero biases) instead of the course's unit-scale c: chapter 6's init study
 
 Each is `DiT` with other blocks; patches, positions, embeddings and the zeroed output layer are shared,
 so the chapter's comparison isolates how the condition gets in. The two token variants end in a
@@ -18,7 +20,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilineage.layers import MLP, CrossAttention, SelfAttention, TransformerBlock
+from minilineage.layers import (
+    MLP,
+    CrossAttention,
+    SelfAttention,
+    TransformerBlock,
+    timestep_embedding,
+)
 from minilineage.models.dit import DiT, modulate
 
 
@@ -123,3 +131,31 @@ class InContextDiT(_TokenConditioned):
             h = block(h)  # (B, M + N, D)
         out = self.final(h[:, c.shape[1]:], c)  # (B, N, p*p*C_out): the condition tokens are dropped
         return self.unpatchify(out, grid)  # (B, C_out, H, W)
+
+
+class FrequencyTimeEmbedding(nn.Module):
+    """DiT's TimestepEmbedder: t -> 256 sinusoids -> Linear(256, D), SiLU, Linear(D, D). Peebles & Xie 2023 (code)."""
+
+    def __init__(self, dim: int, frequencies: int = 256):
+        super().__init__()
+        self.frequencies = frequencies
+        self.mlp = nn.Sequential(nn.Linear(frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.frequencies))  # (B, D)
+
+
+class PaperInitDiT(DiT):
+    """DiT initialised as Peebles & Xie's `initialize_weights` does it: 256 time frequencies, every bias zero,
+    the time MLP's weights and the label table N(0, 0.02); adaLN-Zero and the zeroed output as in `DiT`."""
+
+    def make_time_embed(self) -> nn.Module:
+        return FrequencyTimeEmbedding(self.config.width)
+
+    def initialize_weights(self):
+        super().initialize_weights()
+        for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
+        if self.label_embed is not None:
+            nn.init.normal_(self.label_embed.weight, std=0.02)

@@ -12,8 +12,9 @@ What works where:
   `text_to_image` precomputes every guidance value of its prompt (guidance and step sliders are
   jslinked) and needs a kernel only to run a newly typed prompt.
 - Chapter 5: `patch_grid` (patch-size slider: the image in patches and its token sequence),
-  `position_similarity` (pick a patch: cosine similarity of its position embedding to all others) and
-  `noised_patches` (x_t at a chosen t cut into the tokens a DiT sees) are all precomputed and jslinked.
+  `position_similarity` (pick a patch: cosine similarity of its position embedding to all others),
+  `noised_patches` (x_t at a chosen t cut into the tokens a DiT sees) and `denoised_tokens` (x_t's tokens
+  and what a DiT recovers from them, with and without the label) are all precomputed and jslinked.
 - Chapter 6: `token_player` (a DiT's reverse process as its grid of tokens, x_t and the predicted image
   cell by cell) is precomputed and jslinked.
 - Chapter 7: `video_player` (clips played side by side over time), `denoising_player` (every frame of a
@@ -38,7 +39,7 @@ from .diffusion import (
     slerp,
     step_comparison,
 )
-from .dit import token_player, token_tiles
+from .dit import denoised_tokens, token_player, token_tiles, x0_prediction
 from .images import decode_png, encode_png, figure_png, grid, png_bytes, side_by_side, to_pixels
 from .latent import LatentExplorer, LatentMap
 from .ldm import (
@@ -75,6 +76,7 @@ __all__ = [
     "attention_figure",
     "beta_player",
     "cosine_similarities",
+    "denoised_tokens",
     "denoising_player",
     "decode_png",
     "denoise_player",
@@ -109,4 +111,5 @@ __all__ = [
     "train_with_plot",
     "traversal_player",
     "video_player",
+    "x0_prediction",
 ]

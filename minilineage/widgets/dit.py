@@ -1,10 +1,14 @@
-"""Chapter 6 widget: the reverse process of a DiT shown as the grid of tokens it works on.
+"""Chapter 5 and 6 widgets: what a DiT recovers from noisy tokens, and its reverse process as a grid of tokens.
 
 A DiT never sees an image, only N tokens in an h x w grid. `token_player` runs one sampling
 trajectory up front and shows, at every step, the noisy input x_t cut into its tokens and the
 model's prediction of the clean image cut along the same token boundaries: each cell is what one
 token stands for, and the grid sharpens cell by cell. Frames are precomputed and jslinked
 (`FramePlayer`), so the player works in an exported HTML page with no kernel.
+
+`denoised_tokens` (chapter 5's bridge to chapter 6) takes no sampling steps: for real images noised to a
+chosen t, it shows the tokens x_t and the clean image one network call predicts from them, given the
+true label and given none, token by token. Precomputed and jslinked too.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from collections.abc import Sequence
 import torch
 from einops import rearrange
 
+from minilineage.diffusion import NoiseSchedule, predict_x0, q_sample, randn
+
+from .diffusion import noise_caption
 from .images import grid
 from .player import FramePlayer
 from .vit import patch_mosaic
@@ -75,3 +82,46 @@ def token_player(model, labels: Sequence[int] | torch.Tensor = (0, 3, 7), steps:
     captions.append(f"the sample: {h * w} tokens put back together")
     return FramePlayer.from_panels([noisy, clean], titles=["x_t as tokens", "predicted image, token by token"],
                                    captions=captions, scale=scale, description="step")
+
+
+def x0_prediction(model, xt: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+    """One call of a DDPM-objective pipeline's network: x0_hat = (x_t - sqrt(1 - alpha_bar) eps_hat) / sqrt(alpha_bar),
+    Ho et al. 2020, Eq. (15), clipped to [-1, 1]. t: (B,) step indices."""
+    sched: NoiseSchedule = model.sched.to(xt.device)
+    return predict_x0(sched, xt, t, model.predict_eps(xt, t, **cond)).clamp(-1, 1)
+
+
+@torch.no_grad()
+def denoised_tokens(model, x0: torch.Tensor, labels: Sequence[int] | torch.Tensor,
+                    timesteps: Sequence[int] = (50, 200, 400, 600, 800, 900, 950, 990),
+                    generator: torch.Generator | None = None, scale: int = 3) -> FramePlayer:
+    """Pick t: real images noised to x_t, cut into a DiT's tokens, and what its network recovers from them in one call.
+
+    model: a pixel-space `DiffusionPipeline` with a DDPM objective ("eps", "v") and a DiT denoiser (`config.patch`).
+    Four columns per frame, every image cut along the token boundaries: x_t | x0_hat given the true label |
+    x0_hat given the null label (no class) | x0. x_t = q_sample(x0, t, eps) with one eps for every t (Ho et al.
+    2020, Eq. 4); each caption gives t, alpha_bar, SNR and the mean squared error of both predictions.
+    """
+    if model.autoencoder is not None:
+        raise ValueError("denoised_tokens shows pixel tokens: pass a pixel-space DiT, not a latent one")
+    p, n = model.net.config.patch, len(x0)
+    labels = torch.as_tensor(labels)
+    generator = torch.Generator().manual_seed(0) if generator is None else generator
+    eps = randn(tuple(x0.shape), generator, x0.device)
+    sched = model.sched.to(x0.device)
+    noisy, with_label, without, captions = [], [], [], []
+    for t_value in timesteps:
+        t = torch.full((n,), t_value, device=x0.device)
+        xt = q_sample(sched, x0, t, eps)  # (B, C, H, W)
+        guess = x0_prediction(model, xt, t, y=labels)
+        blind = x0_prediction(model, xt, t, y=torch.full_like(labels, model.net.null_label))
+        noisy.append(_column(xt, p))
+        with_label.append(_column(guess, p))
+        without.append(_column(blind, p))
+        errors = [(z - x0).square().mean().item() for z in (guess, blind)]
+        captions.append(f"{noise_caption(model.sched, t_value)} · squared error per pixel of x̂0: "
+                        f"{errors[0]:.3f} with the label, {errors[1]:.3f} without")
+    clean = [_column(x0, p)] * len(timesteps)
+    return FramePlayer.from_panels([noisy, with_label, without, clean],
+                                   titles=["x_t as tokens", "x̂0, given the label", "x̂0, no label", "x0"],
+                                   captions=captions, scale=scale, description="t")
