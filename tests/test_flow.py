@@ -22,6 +22,7 @@ from minilineage.diffusion.flow import (
     euler_levels,
     flow_alpha_bar,
     flow_loss,
+    flow_point,
     flow_sample,
     flow_time,
     flow_timesteps,
@@ -186,6 +187,10 @@ def test_a_ddim_step_is_an_euler_step_of_the_flow_velocity_in_rescaled_coordinat
     scale = lambda a: a.sqrt() + (1 - a).sqrt()  # noqa: E731
     euler_step = x.double() / scale(a_t) + (flow_time(a_s) - flow_time(a_t)) * (eps_hat - x0_hat).double()
     torch.testing.assert_close(ddim.double(), euler_step * scale(a_s), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flow_point(sched, ddim, s).double(), euler_step, atol=1e-5, rtol=1e-5)
+    x0, eps = torch.randn(3, 1, 4, 4, generator=seeded(2)), torch.randn(3, 1, 4, 4, generator=seeded(3))
+    xt = sched.sqrt_alpha_bar[700] * x0 + sched.sqrt_one_minus_alpha_bar[700] * eps  # the paper's Eq. (4)
+    torch.testing.assert_close(flow_point(sched, xt, t), flow_xt(x0, flow_time(a_t).float().expand(3), eps))
     off = x.double() / scale(a_t) + (flow_time(a_s) - flow_time(a_t)) * eps_hat.double()  # a wrong velocity
     assert (off * scale(a_s) - ddim.double()).abs().max() > 0.1
 

@@ -142,6 +142,12 @@ def flow_time(alpha_bar: Tensor) -> Tensor:
     return (1 - alpha_bar).sqrt() / (alpha_bar.sqrt() + (1 - alpha_bar).sqrt())
 
 
+def flow_point(sched: NoiseSchedule, xt: Tensor, t: Tensor) -> Tensor:
+    """DDPM's x_t at step indices t (B,) as a point of the flow path: x_t / (sqrt(alpha_bar) + sqrt(1 - alpha_bar))."""
+    alpha_bar = sched.alpha_bar.to(xt.device)[t].reshape(*t.shape, *([1] * (xt.ndim - t.ndim)))
+    return xt / (alpha_bar.sqrt() + (1 - alpha_bar).sqrt())
+
+
 def flow_alpha_bar(t: Tensor) -> Tensor:
     """DDPM's alpha_bar at the flow time t, the inverse of `flow_time`: (1 - t)^2 / ((1 - t)^2 + t^2)."""
     t = torch.as_tensor(t, dtype=torch.float64)

@@ -47,3 +47,9 @@ def sincos_2d_by_hand(h, w, dim):
 
 register("ch5.sincos_2d", _builds_2d, "the first D/2 channels are the 1-D embedding (of width D/2) of the row, the "
          "last D/2 of the column, in row-major token order", solution=sincos_2d_by_hand)
+
+
+# The binomial standard error of an accuracy: sqrt(p (1 - p) / n) at p = 0.952, n = 250.
+register("ch5.standard_error", close_to((0.952 * 0.048 / 250) ** 0.5, rtol=0.03),
+         "the number of right answers is binomial: its variance is n p (1 - p); divide its square root by n",
+         solution=round((0.952 * 0.048 / 250) ** 0.5, 4), wrong=0.952 * 0.048 / 250)
