@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="--metric fid: auto, cpu, cuda or mps (default: auto)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="time the models, optionally against diffusers; or tabulate the GPU presets",
+    p = sub.add_parser("bench", help="time the models, optionally against diffusers; the GPU presets, the race",
                        description="Per model, each in a fresh process: parameters, FLOPs per training step, training "
                                    "images/s and TFLOP/s, sampling images/s (a full sample() of N images at S DDIM "
                                    "steps), peak memory, on CUDA the share of the device's bf16 peak; with --against "
@@ -293,9 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--presets", action="store_true",
                    help="tabulate the GPU presets: parameters, FLOPs/step, fp32 memory on the CPU, estimated H100 time")
     p.add_argument("--race", nargs="+", type=positive_float, metavar="MINUTES",
-                   help="the time-to-quality race instead: ddpm-mnist vs a diffusers UNet2DModel of the same size trained "
-                        "with diffusers' recommended settings, MINUTES of CPU training each, then both scored by "
-                        "FID-LeNet and accuracy (the `bench` extra), e.g. --race 2 5 10")
+                   help="the time-to-quality race instead: ddpm-mnist, a diffusers UNet2DModel of the same size trained "
+                        "with ddpm-mnist's settings and with diffusers' recommended ones, and ddpm-mnist-fast, MINUTES "
+                        "of CPU training each, then all scored by FID-LeNet and accuracy (the `bench` extra), "
+                        "e.g. --race 2 5 10 20")
     p.add_argument("--race-samples", type=positive_int, default=1000, help="--race: digits sampled per model (default: 1000)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default: 128)")

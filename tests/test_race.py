@@ -1,6 +1,7 @@
-"""The time-to-quality race (`minilineage bench --race`): the diffusers contestant is the size of ddpm-mnist
-and trains with diffusers' recommended settings, guided sampling mixes as ours does, and a tiny race runs
-both contestants end to end. No timing is asserted. Skips when diffusers (the `bench` extra) is absent."""
+"""The time-to-quality race (`minilineage bench --race`): the diffusers contestants are the size of ddpm-mnist,
+one trains with diffusers' recommended settings and one with ddpm-mnist's own (optimiser, learning-rate
+schedule, EMA, noise schedule, batch, p_uncond), guided sampling mixes as ours does, and a tiny race runs
+all four contestants end to end. No timing is asserted. Skips when diffusers (the `bench` extra) is absent."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from torch import nn
 from minilineage import bench, cli
 from minilineage.bench import race
 from minilineage.recipes import get_recipe
+from minilineage.train import EMA
 
 pytest.importorskip("diffusers", reason="the race's diffusers contestant needs the `bench` extra")
 
@@ -89,29 +91,123 @@ def test_guided_diffusers_sampling_is_eps_uncond_plus_scale_times_the_difference
         bench.diffusers_sample(LabelEcho(), scheduler, labels, (1, 4, 4), torch.Generator(), steps=2, guidance=2.0)
 
 
-def test_a_tiny_race_trains_samples_and_scores_both_contestants(monkeypatch, tmp_path):
-    monkeypatch.setattr(race, "PROBE_STEPS", 2)
+def test_the_contestant_with_our_settings_trains_with_ddpm_mnists_optimizer_batch_and_lr_schedule():
+    train = get_recipe("ddpm-mnist").presets["cpu"].train
+    settings = race.ddpm_mnist_settings()
+    assert (settings["train_batch_size"], settings["learning_rate"], settings["lr_warmup_steps"]) == (128, 2e-3, 200)
+    assert (train.batch_size, train.lr, train.warmup_steps, train.grad_clip) == (128, 2e-3, 200, settings["max_grad_norm"])
+    trainer = race.DiffusersTrainer(steps=5000, settings=settings)
+    fit_optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=train.lr, weight_decay=train.weight_decay)
+    ours, theirs = fit_optimizer.param_groups[0], trainer.optimizer.param_groups[0]
+    assert theirs["initial_lr"] == ours["lr"]  # (its "lr" is already the first step's, of the warm-up)
+    for key in ("betas", "eps", "weight_decay", "amsgrad"):  # AdamW as `fit` builds it for the recipe
+        assert theirs[key] == ours[key], key
+    lrs = []
+    for _ in range(5000):  # linear warm-up over 200 steps, then cosine from 2e-3 down to 10 % of it
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.optimizer.step(), trainer.lr.step()
+    assert lrs[0] == pytest.approx(2e-3 / 200) and lrs[199] == pytest.approx(2e-3) == lrs[200]
+    assert lrs[2600] == pytest.approx(2e-3 * (0.1 + 0.9 * 0.5)) and lrs[-1] == pytest.approx(2e-4, rel=1e-5)
+
+
+def test_the_contestant_with_our_settings_averages_weights_as_our_ema_does():
+    trainer = race.DiffusersTrainer(steps=10, settings=race.ddpm_mnist_settings())
+    decay = get_recipe("ddpm-mnist").presets["cpu"].train.ema_decay
+    assert decay == 0.999
+    # EMAModel's update number k + 1 uses what our EMA uses at step k, min(decay, (1 + k) / (10 + k)), except
+    # at k = 0, where it copies the weights (0) and ours keeps a tenth of the initial ones (0.1)
+    assert [trainer.ema.get_decay(k + 1) for k in (0, 1, 100, 10**6)] == [0.0, 2 / 11, 101 / 110, 0.999]
+    ema = EMA(nn.Linear(1, 1), decay)
+    ours = []
+    for k in (1, 100, 10**6):  # read back the factor our EMA applied: ema <- d ema + (1 - d) p, from 0 towards 1
+        with torch.no_grad():
+            ema.model.weight.fill_(0.0)
+        model = nn.Linear(1, 1)
+        with torch.no_grad():
+            model.weight.fill_(1.0)
+        ema.update(model, k)
+        ours.append(1 - ema.model.weight.item())
+    assert ours == pytest.approx([trainer.ema.get_decay(k + 1) for k in (1, 100, 10**6)], rel=1e-6)
+
+
+def test_the_contestant_with_our_settings_noises_and_samples_on_ddpm_mnists_schedule():
+    from diffusers import DDIMScheduler
+
+    from minilineage.diffusion.samplers import ddim_timesteps
+
+    ours = get_recipe("ddpm-mnist").build().sched.alpha_bar.double()
+    theirs = race.DiffusersTrainer(steps=10, settings=race.ddpm_mnist_settings()).scheduler
+    torch.testing.assert_close(theirs.alphas_cumprod.double(), ours, atol=1e-6, rtol=0)  # the cosine schedule
+    recommended = race.DiffusersTrainer(steps=10).scheduler
+    assert (recommended.alphas_cumprod.double() - ours).abs().max() > 0.1  # its linear betas are another schedule
+    ddim = DDIMScheduler.from_config(theirs.config)  # what `diffusers_sample` steps with
+    ddim.set_timesteps(50)
+    assert torch.equal(ddim.timesteps, ddim_timesteps(1000, 50)) and ddim.config.clip_sample
+
+
+def test_a_tiny_race_trains_samples_and_scores_all_four_contestants(monkeypatch, tmp_path):
+    probed, scored = [], []
+    monkeypatch.setattr(race, "probe_recipe", lambda name: probed.append(name) or 1.0)
+    monkeypatch.setattr(race, "probe_diffusers", lambda settings, p: probed.append(settings["train_batch_size"]) or 1.0)
     monkeypatch.setattr(race, "steps_for", lambda budget, seconds_per_step: 10**6)  # a far too optimistic probe
+    real = race.evaluate_samples
+
+    def evaluate(images, labels):  # the real scores once (their keys), then cheap stand-ins that tell the calls apart
+        assert images.dtype == torch.uint8 and images.shape == (10, 1, 28, 28) and torch.equal(labels, torch.arange(10))
+        scored.append(real(images, labels) if not scored else {**scored[0], "fid_lenet": 100.0 + len(scored)})
+        return scored[-1]
+
+    monkeypatch.setattr(race, "evaluate_samples", evaluate)
     out = tmp_path / "race.json"
     result = race.run_race((0.02,), n=10, json_path=out, sampling={"steps": 3, "guidance": 2.0})
-    assert json.loads(out.read_text()) == result
-    ours, theirs = result["rows"]
-    assert (ours["contestant"], theirs["contestant"]) == ("ddpm-mnist", "diffusers UNet2DModel")
-    assert ours["batch_size"] == get_recipe("ddpm-mnist").presets["cpu"].train.batch_size
-    assert theirs["batch_size"] == race.DIFFUSERS_RECOMMENDED["train_batch_size"]
-    for row in (ours, theirs):
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert probed == ["ddpm-mnist", 128, 16, "ddpm-mnist-fast"]
+    assert [r["contestant"] for r in result["rows"]] == [
+        "ddpm-mnist", "diffusers-ddpm-mnist-settings", "diffusers-recommended", "ddpm-mnist-fast"]
+    ours, with_ours, recommended, fast = result["rows"]
+    assert [r["batch_size"] for r in result["rows"]] == [128, 128, 16, 64]  # the recipes' and diffusers' example's
+    assert with_ours["parameters"] == recommended["parameters"] == result["reference_parameters"]
+    assert abs(with_ours["parameters"] / ours["parameters"] - 1) < 0.02 and fast["parameters"] == ours["parameters"]
+    for row in result["rows"]:
         assert row["budget_min"] == 0.02 and 1 <= row["steps"] < row["planned_steps"] == 10**6  # stopped at the budget
-        assert row["n"] == 10
-        assert 0 <= row["accuracy"] <= 1 and row["fid_lenet"] > 0 and row["real_floor"] > 0
-    assert abs(theirs["parameters"] / ours["parameters"] - 1) < 0.02
+        assert row["n"] == 10 and row["guidance"] == 2.0 and row["train_img_s"] > 0 and row["probe_s_per_step"] == 1.0
+        assert 0 <= row["accuracy"] <= 1 and row["real_floor"] > 0
+    assert len(scored) == 5 and [r["fid_lenet"] for r in result["rows"][1:]] == [101.0, 102.0, 103.0]
+    assert fast["at_own_guidance"]["guidance"] == 1.75 and fast["at_own_guidance"]["fid_lenet"] == 104.0
+    assert "at_own_guidance" not in ours
     assert result["sampling"] == {"steps": 3, "guidance": 2.0, "sampler": "DDIM", "n": 10}
+    assert {"cpu", "threads", "torch", "diffusers", "load_average_start", "load_average_end"} <= set(result)
+    assert result["settings"]["ddpm-mnist's"]["learning_rate"] == 2e-3
+
+
+def test_the_probes_time_real_training_steps(monkeypatch):
+    monkeypatch.setattr(race, "PROBE_STEPS", 1)
+    assert 0 < race.probe_diffusers(race.DIFFUSERS_RECOMMENDED, 0.1) < 60
+    assert 0 < race.probe_recipe("ddpm-mnist-fast") < 60
+
+
+def test_the_race_tables_list_every_row_and_split_each_gap():
+    def row(name, fid, accuracy, img_s):
+        return {"budget_min": 5.0, "contestant": name, "network": "n", "settings": "s", "steps": 100, "planned_steps": 100,
+                "batch_size": 128, "wall_time_s": 300.0, "train_img_s": img_s, "fid_lenet": fid, "real_floor": 37.7,
+                "accuracy": accuracy}
+    rows = [row("ddpm-mnist", 100.0, 0.6, 300.0), row("diffusers-ddpm-mnist-settings", 400.0, 0.2, 120.0),
+            row("diffusers-recommended", 3000.0, 0.1, 130.0),
+            {**row("ddpm-mnist-fast", 80.0, 0.7, 330.0), "at_own_guidance": {"guidance": 1.75, "fid_lenet": 60.0, "accuracy": 0.65}}]
+    result = {"cpu": "a CPU", "threads": 2, "torch": "2", "diffusers": "0", "rows": rows,
+              "sampling": {"steps": 50, "guidance": 2.0, "n": 1000}}
+    text = race.race_tables(result)
+    assert "| 5 min | ddpm-mnist-fast | n | s | 100 × 128 | 300 | 330 | 80.0 (at 1.75: 60.0) | 70% (at 1.75: 65%) |" in text
+    assert "| network and code (same recipe) | 100.0 vs 400.0 (4.00x) | 60% vs 20% | 2.50x |" in text
+    assert "| recipe (same network and code) | 400.0 vs 3,000.0 (7.50x) | 20% vs 10% | 0.92x |" in text
+    assert text.count("| 5 min |") == 7 and "real digits: 37.7" in text
 
 
 def test_cli_race_reaches_the_race_and_refuses_a_non_positive_budget(monkeypatch, capsys):
     seen = {}
     monkeypatch.setattr(bench, "run_race", lambda budgets, **kwargs: seen.update(budgets=budgets, **kwargs))
-    cli.main(["bench", "--race", "2", "5", "10", "--race-samples", "500", "--json", "race.json"])
-    assert seen == {"budgets": (2.0, 5.0, 10.0), "n": 500, "json_path": "race.json"}
+    cli.main(["bench", "--race", "2", "5", "10", "20", "--race-samples", "500", "--json", "race.json"])
+    assert seen == {"budgets": (2.0, 5.0, 10.0, 20.0), "n": 500, "json_path": "race.json"}
     with pytest.raises(SystemExit):
         cli.main(["bench", "--race", "0"])
     assert "must be a positive number" in capsys.readouterr().err

@@ -20,11 +20,19 @@ measured on the CPU, and an estimated time on one H100 (`minilineage bench --pre
   reference.py  the diffusers networks configured to our sizes, and their training and sampling jobs
   runner.py     jobs by name, fresh processes, the table, the comparisons, JSON
   presets.py    the GPU-preset table
-  race.py       the time-to-quality race: ddpm-mnist vs diffusers' recommended training, same CPU minutes
+  race.py       the time-to-quality race: ddpm-mnist, ddpm-mnist-fast and a diffusers UNet2DModel trained with
+                ddpm-mnist's settings and with diffusers' recommended ones, the same CPU minutes each
+  diffusers_training.py  the race's diffusers contestants (UNet2DModel, DDPMScheduler, EMAModel) and their settings
 """
 
 from __future__ import annotations
 
+from minilineage.bench.diffusers_training import (
+    DIFFUSERS_RECOMMENDED,
+    DiffusersTrainer,
+    ddpm_mnist_settings,
+    reference_network,
+)
 from minilineage.bench.measure import (
     BF16_PEAK_TFLOPS,
     BenchSettings,
@@ -38,12 +46,7 @@ from minilineage.bench.measure import (
     start_peak_memory,
 )
 from minilineage.bench.presets import preset_row, preset_table
-from minilineage.bench.race import (
-    DIFFUSERS_RECOMMENDED,
-    DiffusersTrainer,
-    reference_network,
-    run_race,
-)
+from minilineage.bench.race import CONTESTANTS, race_tables, run_race
 from minilineage.bench.reference import (
     DIT_DIFFERS,
     DIT_MATCHED,
@@ -75,7 +78,8 @@ MATCHED, DIFFERS = UNET_MATCHED, UNET_DIFFERS  # the names of package v2 (ddpm-m
 
 __all__ = [
     "BF16_PEAK_TFLOPS", "DEFAULT_MODELS", "DIFFERS", "DIT_DIFFERS", "DIT_MATCHED", "MATCHED", "REFERENCE_NOTES",
-    "DIFFUSERS_RECOMMENDED", "UNET_DIFFERS", "UNET_MATCHED", "DiffusersTrainer", "reference_network", "run_race", "BenchSettings", "DiffusersDiT", "DiffusersUNet", "Job", "bf16_peak_tflops", "compare", "count_flops",
+    "CONTESTANTS", "DIFFUSERS_RECOMMENDED", "UNET_DIFFERS", "UNET_MATCHED", "DiffusersTrainer", "ddpm_mnist_settings",
+    "race_tables", "reference_network", "run_race", "BenchSettings", "DiffusersDiT", "DiffusersUNet", "Job", "bf16_peak_tflops", "compare", "count_flops",
     "count_ops", "diffusers_sample", "diffusers_version", "flop_counter", "has_reference", "make_job", "measure", "measure_in_fresh_process",
     "measure_named", "memory_method", "peak_memory", "pipeline_sample", "preset_row", "preset_table", "recipe_job", "reference_dit",
     "reference_job", "reference_unet", "run", "start_peak_memory",

@@ -1,176 +1,63 @@
-"""The time-to-quality race: the course's `ddpm-mnist` CPU recipe against what a user of diffusers would train.
+"""The time-to-quality race: four trainings given the same minutes on mnist-5k on this machine, one after the other.
 
-The contestants, each given the same wall time on mnist-5k on this machine, one after the other:
+  ddpm-mnist                     `minilineage train ddpm-mnist --steps N`: our network, code and recipe
+  diffusers, ddpm-mnist's        diffusers' UNet2DModel of the same size (`reference_network`, 0.58 M to our
+    settings                     0.57 M) trained by diffusers' DDPMScheduler and EMAModel with ddpm-mnist's own
+                                 settings (`diffusers_training.ddpm_mnist_settings`)
+  diffusers, recommended         the same network trained with the defaults of diffusers' own example,
+                                 train_unconditional.py (`DIFFUSERS_RECOMMENDED`)
+  ddpm-mnist-fast                `minilineage train ddpm-mnist-fast --steps N`: the course's answer to "what
+                                 should I train in 20 minutes?" (`recipes.speed`)
 
-  ours       `minilineage train ddpm-mnist --steps N`: the recipe as shipped, with N the steps that fit the
-             budget at the speed a short probe measured (so its warm-up and learning-rate decay end on time)
-  diffusers  a UNet2DModel of the same parameter count (`reference_unet` at width 28: 0.58 M to our 0.57 M)
-             trained with the defaults of diffusers' own example, examples/unconditional_image_generation/
-             train_unconditional.py (DIFFUSERS_RECOMMENDED, with --use_ema as its README runs it), through
-             diffusers' DDPMScheduler, get_scheduler and EMAModel; N again what fits the budget
+Read together: ddpm-mnist against diffusers with its settings is our network and code (the recipe is the
+same); the two diffusers rows are the recipe (the network and code are the same); the fast recipe is what
+the course would train instead. Each contestant's training images/s is measured in the same run, so a gap
+can be split into throughput (more images seen) and what each image teaches.
 
-Each run also stops at its budget (`TrainConfig.max_seconds`, and the same check in diffusers' loop) should the
-probe have been optimistic, so neither trains longer than the other; a run that stopped early says so (steps
-< planned_steps). Both are then sampled the same way (DDIM, 50 steps, classifier-free guidance 2: one network
-call per step on a doubled batch, 1,000 digits asking for 0-9 in turn) and scored by `evaluate_samples`: FID-LeNet, the
-real-data level at the same N, and the share classified as asked. Probing and sampling are not counted in
-the budget; training wall time is what `fit`'s clock (ours) or the same perf_counter loop (theirs) records.
-
-One change to diffusers' recipe, for like-for-like sampling: its example is unconditional, so the race
-feeds the class label to UNet2DModel's `num_class_embeds` table and drops it at p = 0.1 (our p_uncond), which
-is what lets both be guided. `run_race` runs it; `minilineage bench --race 2 5 10` prints the table.
+N is the steps a short probe says fit the budget (so warm-up and decay end on time), and every run also
+stops at its budget (`TrainConfig.max_seconds`, the same check in diffusers' loop) should the probe have
+been optimistic; a run that stopped early says so (steps < planned_steps). All are then sampled the same
+way (DDIM, 50 steps, classifier-free guidance 2: one network call per step on a doubled batch, n digits
+asking for 0-9 in turn) and scored by `evaluate_samples`: FID-LeNet, the real-data level at the same n, and
+the share classified as asked; a recipe whose own guidance differs (ddpm-mnist-fast: 1.75) is scored at
+that too. Probing and sampling are not counted in the budget. `run_race` runs it, writing the record
+after every row; `minilineage bench --race 2 5 10 20` prints the rows and the tables of `race_tables`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import platform
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from minilineage.bench.reference import diffusers_sample, reference_unet
+from minilineage.bench.diffusers_training import (
+    DIFFUSERS_RECOMMENDED,
+    DiffusersTrainer,
+    ddpm_mnist_settings,
+    reference_network,
+)
 from minilineage.bench.runner import cpu_description, diffusers_version
-from minilineage.data import load_dataset, to_uint8
+from minilineage.data import to_uint8
 from minilineage.metrics import evaluate_samples
-from minilineage.models.unet import UNetConfig
 from minilineage.recipes import get_recipe, train_recipe
 
 RECIPE = "ddpm-mnist"
-REFERENCE_WIDTH = 28  # UNet2DModel at (28, 56): 581,508 parameters to ddpm-mnist's 571,332 (+1.8 %)
-# The defaults of diffusers' examples/unconditional_image_generation/train_unconditional.py (and its README's
-# --use_ema): AdamW, cosine decay to 0 after 500 warm-up steps, gradient norm clipped at 1, EMA warmed up as
-# 1 - (1 + step / inv_gamma)^-power up to 0.9999; DDPMScheduler's 1,000 linear-beta steps, eps-prediction.
-DIFFUSERS_RECOMMENDED = {
-    "train_batch_size": 16, "learning_rate": 1e-4, "lr_scheduler": "cosine", "lr_warmup_steps": 500,
-    "adam_beta1": 0.95, "adam_beta2": 0.999, "adam_weight_decay": 1e-6, "adam_epsilon": 1e-8, "max_grad_norm": 1.0,
-    "use_ema": True, "ema_inv_gamma": 1.0, "ema_power": 0.75, "ema_max_decay": 0.9999,
-    "ddpm_num_steps": 1000, "ddpm_beta_schedule": "linear", "prediction_type": "epsilon",
-}
-SAMPLING = {"steps": 50, "guidance": 2.0}  # ddpm-mnist's defaults, used for both
+SAMPLING = {"steps": 50, "guidance": 2.0}  # ddpm-mnist's defaults, used for every contestant
 PROBE_STEPS = 40  # timed steps that set how many steps fit a budget (the schedule's length)
-
-
-def reference_network() -> nn.Module:
-    """The diffusers contestant: UNet2DModel shaped as `reference_unet` makes it for ddpm-mnist, at width 28."""
-    denoiser = get_recipe(RECIPE).config().denoiser["config"]
-    return reference_unet(UNetConfig(**{**denoiser, "width": REFERENCE_WIDTH}), 28)
-
-
-class DiffusersTrainer:
-    """diffusers' recommended training of `reference_network` on mnist-5k, one step at a time."""
-
-    def __init__(self, steps: int, seed: int = 0, settings: dict = DIFFUSERS_RECOMMENDED):
-        from diffusers import DDPMScheduler
-        from diffusers.optimization import get_scheduler
-        from diffusers.training_utils import EMAModel
-
-        torch.manual_seed(seed)
-        self.s, self.net = settings, reference_network()
-        self.scheduler = DDPMScheduler(num_train_timesteps=settings["ddpm_num_steps"],
-                                       beta_schedule=settings["ddpm_beta_schedule"],
-                                       prediction_type=settings["prediction_type"])
-        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=settings["learning_rate"],
-                                           betas=(settings["adam_beta1"], settings["adam_beta2"]),
-                                           weight_decay=settings["adam_weight_decay"], eps=settings["adam_epsilon"])
-        self.lr = get_scheduler(settings["lr_scheduler"], self.optimizer, num_warmup_steps=settings["lr_warmup_steps"],
-                                num_training_steps=steps)
-        self.ema = EMAModel(self.net.parameters(), decay=settings["ema_max_decay"], use_ema_warmup=True,
-                            inv_gamma=settings["ema_inv_gamma"], power=settings["ema_power"])
-        data = load_dataset("mnist-5k", "train")
-        self.x, self.y = data.float_images(), data.labels  # (N, 1, 28, 28) in [-1, 1], (N,)
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order, self.at = torch.randperm(len(self.x), generator=self.generator), 0
-        self.classes = self.net.unet.config.num_class_embeds - 1  # the last row is the null label
-
-    def batch(self) -> tuple[Tensor, Tensor]:
-        """The next batch of a shuffled epoch (a DataLoader with shuffle=True, drop_last=True)."""
-        size = self.s["train_batch_size"]
-        if self.at + size > len(self.order):
-            self.order, self.at = torch.randperm(len(self.x), generator=self.generator), 0
-        index = self.order[self.at:self.at + size]
-        self.at += size
-        return self.x[index], self.y[index]
-
-    def step(self, p_uncond: float) -> float:
-        x0, y = self.batch()
-        g = self.generator
-        noise = torch.randn(x0.shape, generator=g)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (len(x0),), generator=g)
-        y = torch.where(torch.rand(len(y), generator=g) < p_uncond, self.classes, y)  # the null label for guidance
-        loss = F.mse_loss(self.net(self.scheduler.add_noise(x0, noise, t), t, y), noise)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.net.parameters(), self.s["max_grad_norm"])
-        self.optimizer.step()
-        self.lr.step()
-        self.ema.step(self.net.parameters())
-        return loss.item()
-
-    def final_network(self) -> nn.Module:
-        """The EMA weights (what train_unconditional.py saves with --use_ema)."""
-        self.ema.copy_to(self.net.parameters())
-        return self.net.eval()
-
-    def sample(self, labels: Tensor, generator: torch.Generator, steps: int, guidance: float) -> Tensor:
-        """Digits of `labels` in [-1, 1] from the network as it is now (call final_network first for the EMA)."""
-        return diffusers_sample(self.net, self.scheduler, labels, (1, 28, 28), generator, steps, guidance,
-                                null_label=self.classes).clamp(-1, 1)
-
-
-def probe_reference(p_uncond: float) -> float:
-    """Seconds per step of the diffusers contestant, timed over PROBE_STEPS after 3 untimed."""
-    trainer = DiffusersTrainer(steps=PROBE_STEPS + 3)
-    for _ in range(3):
-        trainer.step(p_uncond)
-    started = time.perf_counter()
-    for _ in range(PROBE_STEPS):
-        trainer.step(p_uncond)
-    return (time.perf_counter() - started) / PROBE_STEPS
-
-
-def probe_ours() -> float:
-    """Seconds per step of ddpm-mnist's training, from `fit`'s clock over a short run."""
-    result = train_recipe(RECIPE, steps=PROBE_STEPS + 3, out=None, evaluate=False, progress=False)
-    return result.record["wall_time_s"] / (PROBE_STEPS + 3)
+SCORED_KEYS = ("fid_lenet", "real_floor", "accuracy")
 
 
 def steps_for(budget_s: float, seconds_per_step: float) -> int:
     return max(1, math.floor(budget_s / seconds_per_step))
-
-
-def race_ours(budget_s: float, n: int, sampling: dict) -> dict:
-    """`minilineage train ddpm-mnist --steps N` with the N that fits the budget, then sampled and scored."""
-    steps = steps_for(budget_s, probe_ours())
-    with tempfile.TemporaryDirectory() as folder:
-        result = train_recipe(RECIPE, steps=steps, out=folder, evaluate=False, progress=False, max_seconds=budget_s,
-                              command=f"minilineage train {RECIPE} --steps {steps}")
-    pipeline = result.model.eval()
-    scores = score(lambda y, g: pipeline.sample(len(y), g, labels=y, **sampling), n)
-    return {"contestant": RECIPE, "planned_steps": steps, "steps": result.record["step"],
-            "batch_size": result.record["train_config"]["batch_size"],
-            "wall_time_s": result.record["wall_time_s"], "parameters": sum(p.numel() for p in pipeline.net.parameters()),
-            **scores}
-
-
-def race_reference(budget_s: float, n: int, sampling: dict, p_uncond: float) -> dict:
-    """diffusers' recommended training for the steps that fit the budget, then sampled and scored as ours."""
-    steps = steps_for(budget_s, probe_reference(p_uncond))
-    trainer = DiffusersTrainer(steps)
-    started, done = time.perf_counter(), 0
-    while done < steps and time.perf_counter() - started < budget_s:  # the same hard stop as ours (max_seconds)
-        trainer.step(p_uncond)
-        done += 1
-    wall = time.perf_counter() - started
-    net = trainer.final_network()
-    scores = score(lambda y, g: trainer.sample(y, g, **sampling), n)
-    return {"contestant": "diffusers UNet2DModel", "planned_steps": steps, "steps": done,
-            "batch_size": trainer.s["train_batch_size"],
-            "wall_time_s": round(wall, 1), "parameters": sum(p.numel() for p in net.parameters()), **scores}
 
 
 @torch.no_grad()
@@ -184,26 +71,154 @@ def score(sample, n: int) -> dict:
     return {**evaluate_samples(to_uint8(images), labels), "sample_seconds": round(seconds, 1)}
 
 
-def run_race(budgets_min: tuple[float, ...] = (2, 5, 10), n: int = 1000, json_path: str | Path | None = None,
-         sampling: dict = SAMPLING) -> dict:
-    """Each budget: ours, then diffusers' recommended training, the same minutes each; sampled and scored alike."""
+def probe_recipe(name: str) -> float:
+    """Seconds per step of recipe `name`'s CPU training, from `fit`'s clock over a short run."""
+    result = train_recipe(name, steps=PROBE_STEPS + 3, out=None, evaluate=False, progress=False)
+    return result.record["wall_time_s"] / (PROBE_STEPS + 3)
+
+
+def race_recipe(name: str, budget_s: float, n: int, sampling: dict) -> dict:
+    """`minilineage train NAME --steps N` with the N that fits the budget, then sampled and scored (also at the
+    recipe's own guidance when that differs from the race's)."""
+    seconds_per_step = probe_recipe(name)
+    steps = steps_for(budget_s, seconds_per_step)
+    with tempfile.TemporaryDirectory() as folder:
+        result = train_recipe(name, steps=steps, out=folder, evaluate=False, progress=False, max_seconds=budget_s,
+                              command=f"minilineage train {name} --steps {steps}")
+    pipeline, record = result.model.eval(), result.record
+    row = {"planned_steps": steps, "steps": record["step"], "batch_size": record["train_config"]["batch_size"],
+           "wall_time_s": record["wall_time_s"], "probe_s_per_step": round(seconds_per_step, 4),
+           "parameters": sum(p.numel() for p in pipeline.net.parameters()), "guidance": sampling["guidance"],
+           **score(lambda y, g: pipeline.sample(len(y), g, labels=y, **sampling), n)}
+    own = pipeline.config.guidance
+    if own != sampling["guidance"]:
+        scores = score(lambda y, g: pipeline.sample(len(y), g, labels=y, **{**sampling, "guidance": own}), n)
+        row["at_own_guidance"] = {"guidance": own, **{k: scores[k] for k in (*SCORED_KEYS, "sample_seconds")}}
+    return row
+
+
+def probe_diffusers(settings: dict, p_uncond: float) -> float:
+    """Seconds per step of a diffusers contestant, timed over PROBE_STEPS after 3 untimed."""
+    trainer = DiffusersTrainer(steps=PROBE_STEPS + 3, settings=settings)
+    for _ in range(3):
+        trainer.step(p_uncond)
+    started = time.perf_counter()
+    for _ in range(PROBE_STEPS):
+        trainer.step(p_uncond)
+    return (time.perf_counter() - started) / PROBE_STEPS
+
+
+def race_diffusers(settings: dict, budget_s: float, n: int, sampling: dict) -> dict:
+    """A diffusers contestant trained for the steps that fit the budget, then sampled and scored as ours."""
     p_uncond = get_recipe(RECIPE).config().p_uncond
-    rows = []
+    seconds_per_step = probe_diffusers(settings, p_uncond)
+    steps = steps_for(budget_s, seconds_per_step)
+    trainer = DiffusersTrainer(steps, settings=settings)
+    started, done = time.perf_counter(), 0
+    while done < steps and time.perf_counter() - started < budget_s:  # the same hard stop as ours (max_seconds)
+        trainer.step(p_uncond)
+        done += 1
+    wall = time.perf_counter() - started
+    net = trainer.final_network()
+    return {"planned_steps": steps, "steps": done, "batch_size": settings["train_batch_size"],
+            "wall_time_s": round(wall, 1), "probe_s_per_step": round(seconds_per_step, 4),
+            "parameters": sum(p.numel() for p in net.parameters()), "guidance": sampling["guidance"],
+            **score(lambda y, g: trainer.sample(y, g, **sampling), n)}
+
+
+@dataclass(frozen=True)
+class Contestant:
+    """One row per budget: who trains (network), how (settings), and the run that trains and scores it."""
+
+    name: str
+    network: str
+    settings: str
+    run: Callable[[float, int, dict], dict]  # (budget_s, n, sampling) -> the row's figures
+
+
+CONTESTANTS = (
+    Contestant("ddpm-mnist", "ours (U-Net)", "ddpm-mnist", partial(race_recipe, "ddpm-mnist")),
+    Contestant("diffusers-ddpm-mnist-settings", "diffusers UNet2DModel", "ddpm-mnist's",
+               lambda budget_s, n, sampling: race_diffusers(ddpm_mnist_settings(), budget_s, n, sampling)),
+    Contestant("diffusers-recommended", "diffusers UNet2DModel", "diffusers' example",
+               partial(race_diffusers, DIFFUSERS_RECOMMENDED)),
+    Contestant("ddpm-mnist-fast", "ours (U-Net)", "ddpm-mnist-fast", partial(race_recipe, "ddpm-mnist-fast")),
+)
+
+
+def machine() -> dict:
+    """What the race ran on: CPU timings differ a lot between machines, and with what else runs there."""
+    return {"cpu": cpu_description(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "diffusers": diffusers_version(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def run_race(budgets_min: tuple[float, ...] = (2, 5, 10, 20), n: int = 1000, json_path: str | Path | None = None,
+             sampling: dict = SAMPLING, contestants: tuple[Contestant, ...] = CONTESTANTS) -> dict:
+    """Each budget: every contestant in turn, the same minutes each; sampled and scored alike. The record (and
+    `json_path`, rewritten after every row, so a stopped race keeps its rows) names the machine."""
+    result = {**machine(), "load_average_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+              "contestants": [{"name": c.name, "network": c.network, "settings": c.settings} for c in contestants],
+              "settings": {"ddpm-mnist's": ddpm_mnist_settings(), "recommended": DIFFUSERS_RECOMMENDED},
+              "reference_parameters": sum(p.numel() for p in reference_network().parameters()),
+              "sampling": {**sampling, "sampler": "DDIM", "n": n}, "rows": []}
     for minutes in budgets_min:
-        rows.append({"budget_min": minutes, **race_ours(60.0 * minutes, n, sampling)})
-        print_row(rows[-1])
-        rows.append({"budget_min": minutes, **race_reference(60.0 * minutes, n, sampling, p_uncond)})
-        print_row(rows[-1])
-    result = {"cpu": cpu_description(), "threads": torch.get_num_threads(), "diffusers": diffusers_version(),
-              "recommended": DIFFUSERS_RECOMMENDED, "sampling": {**sampling, "sampler": "DDIM", "n": n}, "rows": rows}
+        for c in contestants:
+            row = {"budget_min": minutes, "contestant": c.name, "network": c.network, "settings": c.settings,
+                   **c.run(60.0 * minutes, n, sampling)}
+            row["train_img_s"] = round(row["steps"] * row["batch_size"] / row["wall_time_s"], 1)
+            result["rows"].append(row)
+            print_row(row)
+            result["load_average_end"] = os.getloadavg()
+            if json_path is not None:
+                Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
     if json_path is not None:
-        Path(json_path).write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {json_path}")
+    print("\n" + race_tables(result))
     return result
 
 
 def print_row(r: dict) -> None:
     stopped = f" of {r['planned_steps']} planned" if r["steps"] < r["planned_steps"] else ""
-    print(f"{r['budget_min']:>5g} min  {r['contestant']:22s} {r['steps']:6d}{stopped} steps x {r['batch_size']:3d} "
-          f"({r['wall_time_s']:6.1f} s)  FID-LeNet {r['fid_lenet']:7.2f} (real {r['real_floor']:.1f})  "
-          f"accuracy {r['accuracy']:.3f}")
+    own = r.get("at_own_guidance")
+    own = f"; at guidance {own['guidance']:g}: {own['fid_lenet']:.2f}, {own['accuracy']:.3f}" if own else ""
+    print(f"{r['budget_min']:>5g} min  {r['contestant']:30s} {r['steps']:6d}{stopped} steps x {r['batch_size']:3d} "
+          f"({r['wall_time_s']:6.1f} s, {r['train_img_s']:6.1f} img/s)  FID-LeNet {r['fid_lenet']:7.2f} "
+          f"(real {r['real_floor']:.1f})  accuracy {r['accuracy']:.3f}{own}", flush=True)
+
+
+GAPS = (  # (a, b, what differs between them): the second table of `race_tables`
+    ("ddpm-mnist", "diffusers-ddpm-mnist-settings", "network and code (same recipe)"),
+    ("diffusers-ddpm-mnist-settings", "diffusers-recommended", "recipe (same network and code)"),
+    ("ddpm-mnist-fast", "ddpm-mnist", "recipe (same network and code)"),
+)
+
+
+def race_tables(result: dict) -> str:
+    """The race as two Markdown tables: every row, then where each gap comes from (a against b, per budget)."""
+    rows, floor = result["rows"], result["rows"][0]["real_floor"] if result["rows"] else float("nan")
+    load = (f"; load average {result['load_average_start'][0]:.1f} at the start, {result['load_average_end'][0]:.1f} "
+            "at the end" if "load_average_end" in result else "")
+    lines = [f"Machine: {result['cpu']}, {result['threads']} torch threads{load}; torch {result['torch']}, diffusers "
+             f"{result['diffusers']}; sampling: DDIM {result['sampling']['steps']} steps, guidance "
+             f"{result['sampling']['guidance']:g}, n = {result['sampling']['n']}", "",
+             f"| budget | contestant | network | settings | steps × batch | training s | training img/s "
+             f"| FID-LeNet (real digits: {floor:.1f}) | classified as asked |", "|---:|---|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        stopped = f" (of {r['planned_steps']:,})" if r["steps"] < r["planned_steps"] else ""
+        own = r.get("at_own_guidance")
+        fid = f"{r['fid_lenet']:,.1f}" + (f" (at {own['guidance']:g}: {own['fid_lenet']:,.1f})" if own else "")
+        accuracy = f"{r['accuracy']:.0%}" + (f" (at {own['guidance']:g}: {own['accuracy']:.0%})" if own else "")
+        lines.append(f"| {r['budget_min']:g} min | {r['contestant']} | {r['network']} | {r['settings']} "
+                     f"| {r['steps']:,}{stopped} × {r['batch_size']} | {r['wall_time_s']:.0f} | {r['train_img_s']:.0f} "
+                     f"| {fid} | {accuracy} |")
+    lines += ["", "| budget | a | b | what differs | FID-LeNet, a vs b | as asked, a vs b | training img/s, a / b |",
+              "|---:|---|---|---|---:|---:|---:|"]
+    by = {(r["budget_min"], r["contestant"]): r for r in rows}
+    for budget in dict.fromkeys(r["budget_min"] for r in rows):
+        for a, b, differs in GAPS:
+            if (budget, a) in by and (budget, b) in by:
+                ra, rb = by[budget, a], by[budget, b]
+                lines.append(f"| {budget:g} min | {a} | {b} | {differs} | {ra['fid_lenet']:,.1f} vs {rb['fid_lenet']:,.1f} "
+                             f"({rb['fid_lenet'] / ra['fid_lenet']:.2f}x) | {ra['accuracy']:.0%} vs {rb['accuracy']:.0%} "
+                             f"| {ra['train_img_s'] / rb['train_img_s']:.2f}x |")
+    return "\n".join(lines)
