@@ -189,6 +189,9 @@ def cmd_eval_fid(args) -> None:
 
 
 def cmd_bench(args) -> None:
+    if args.gpu_report:
+        bench.run_gpu_report(args.gpu_report, budget_s=args.budget, device=args.device)
+        return
     if args.presets:
         bench.preset_table(tuple(args.model) if args.model else None, json_path=args.json)
         return
@@ -280,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="--metric fid: auto, cpu, cuda or mps (default: auto)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("bench", help="time the models, optionally against diffusers; the GPU presets, the race",
+    p = sub.add_parser("bench", help="time the models, optionally against diffusers; the GPU presets, the race, the GPU report",
                        description="Per model, each in a fresh process: parameters, FLOPs per training step, training "
                                    "images/s and TFLOP/s, sampling images/s (a full sample() of N images at S DDIM "
                                    "steps), peak memory, on CUDA the share of the device's bf16 peak; with --against "
@@ -298,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "of CPU training each, then all scored by FID-LeNet and accuracy (the `bench` extra), "
                         "e.g. --race 2 5 10 20")
     p.add_argument("--race-samples", type=positive_int, default=1000, help="--race: digits sampled per model (default: 1000)")
+    p.add_argument("--gpu-report", metavar="OUT",
+                   help="everything GPU-side in one command instead: the CUDA-only tests, throughput (fp32, bf16, "
+                        "compiled; ours and diffusers'), a timed dit-mnist training scored by FID-LeNet; writes "
+                        "OUT/gpu-report.json and OUT/gpu-report.md and stops at --budget (on a CPU: a tiny subset)")
+    p.add_argument("--budget", type=positive_float, default=480.0, metavar="SECONDS",
+                   help="--gpu-report: stop after this many seconds with whatever was measured (default: 480)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     p.add_argument("--batch-size", type=positive_int, default=128, help="training batch size (default: 128)")
     p.add_argument("--iters", type=positive_int, default=10, help="timed training steps per model (default: 10)")

@@ -41,6 +41,17 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
     if launched()[1] == 1 or (dist.is_available() and dist.is_initialized()):  # nothing to open, or not ours to close
         yield device
         return
+    with open_group(device) as device:
+        yield device
+
+
+@contextmanager
+def open_group(device: torch.device) -> Iterator[torch.device]:
+    """Open the default process group of this torchrun process whatever the world size, and close it on exit.
+
+    `process_group` opens one only for several processes; opened alone (world size 1), as the CUDA-only
+    tests do on one GPU, it lets DistributedDataParallel and NCCL run on a machine with a single GPU.
+    """
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

@@ -23,6 +23,8 @@ measured on the CPU, and an estimated time on one H100 (`minilineage bench --pre
   race.py       the time-to-quality race: ddpm-mnist, ddpm-mnist-fast and a diffusers UNet2DModel trained with
                 ddpm-mnist's settings and with diffusers' recommended ones, the same CPU minutes each
   diffusers_training.py  the race's diffusers contestants (UNet2DModel, DDPMScheduler, EMAModel) and their settings
+  gpu_report.py the one command for a lent GPU (`minilineage bench --gpu-report OUT`): a watchdog over the
+                stages of gpu_stages.py (CUDA-only tests, throughput, time to quality), stopped at its budget
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from minilineage.bench.diffusers_training import (
     ddpm_mnist_settings,
     reference_network,
 )
+from minilineage.bench.gpu_report import run_gpu_report
 from minilineage.bench.measure import (
     BF16_PEAK_TFLOPS,
     BenchSettings,
@@ -79,7 +82,7 @@ MATCHED, DIFFERS = UNET_MATCHED, UNET_DIFFERS  # the names of package v2 (ddpm-m
 __all__ = [
     "BF16_PEAK_TFLOPS", "DEFAULT_MODELS", "DIFFERS", "DIT_DIFFERS", "DIT_MATCHED", "MATCHED", "REFERENCE_NOTES",
     "CONTESTANTS", "DIFFUSERS_RECOMMENDED", "UNET_DIFFERS", "UNET_MATCHED", "DiffusersTrainer", "ddpm_mnist_settings",
-    "race_tables", "reference_network", "run_race", "BenchSettings", "DiffusersDiT", "DiffusersUNet", "Job", "bf16_peak_tflops", "compare", "count_flops",
+    "race_tables", "reference_network", "run_gpu_report", "run_race", "BenchSettings", "DiffusersDiT", "DiffusersUNet", "Job", "bf16_peak_tflops", "compare", "count_flops",
     "count_ops", "diffusers_sample", "diffusers_version", "flop_counter", "has_reference", "make_job", "measure", "measure_in_fresh_process",
     "measure_named", "memory_method", "peak_memory", "pipeline_sample", "preset_row", "preset_table", "recipe_job", "reference_dit",
     "reference_job", "reference_unet", "run", "start_peak_memory",

@@ -107,7 +107,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], object], device: torch.device, iters: int) -> float:
+def seconds_per_call(fn: Callable[[], object], device: torch.device, iters: int) -> float:
     """Seconds per call, over `iters` calls (warm up first)."""
     _sync(device)
     start = time.perf_counter()
@@ -161,17 +161,21 @@ def _to(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
 
-def trainer(job: Job, device: torch.device, batch_size: int, bf16: bool | None = None) -> Callable[[], None]:
-    """One training step of `job` on a fixed batch: its loss (bf16 autocast on CUDA), backward, AdamW."""
+def trainer(job: Job, device: torch.device, batch_size: int, bf16: bool | None = None,
+            compile: bool = False) -> Callable[[], None]:
+    """One training step of `job` on a fixed batch: its loss (bf16 autocast on CUDA), backward, AdamW (fused on
+    CUDA, as `fit` builds it); with `compile` the loss calls the model through torch.compile, as `fit` does."""
     model = job.model.to(device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4,
+                                  fused=device.type == "cuda")
+    called = torch.compile(model) if compile else model
     batch = _to((job.batch or random_batch(job.shape))(batch_size, torch.Generator().manual_seed(0)), device)
     generator = torch.Generator(device).manual_seed(0)
     bf16 = device.type == "cuda" if bf16 is None else bf16
 
     def train_step():
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            loss = job.loss(model, batch, generator)
+            loss = job.loss(called, batch, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -205,14 +209,14 @@ def measure(make_job: Callable[[], Job], settings: BenchSettings) -> dict:
     train_step = trainer(job, device, settings.batch_size)
     train_flops = count_flops(train_step)  # also the first warm-up step
     train_step()
-    train_s = _timed(train_step, device, settings.iters)
+    train_s = seconds_per_call(train_step, device, settings.iters)
     row = {"model": job.name, "params": sum(p.numel() for p in job.model.parameters() if p.requires_grad),
            "train_flops": train_flops, "train_img_s": settings.batch_size / train_s,
            "train_tflop_s": train_flops / train_s / 1e12}
     if job.sample is not None:
         sample = _sampler(job, device, settings.sample_n, settings.sample_steps)
         sample_flops = count_flops(sample)  # also the warm-up call
-        sample_s = _timed(sample, device, settings.sample_iters)
+        sample_s = seconds_per_call(sample, device, settings.sample_iters)
         row |= {"sample_flops": sample_flops, "sample_img_s": settings.sample_n / sample_s,
                 "sample_tflop_s": sample_flops / sample_s / 1e12}
     peak = peak_memory(device, baseline)

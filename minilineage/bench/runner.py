@@ -40,10 +40,10 @@ def pixel_shape(pipeline: DiffusionPipeline) -> tuple[int, ...]:
         return tuple(pipeline.decode(torch.zeros(1, *pipeline.config.shape)).shape[1:])
 
 
-def recipe_job(name: str) -> Job:
-    """A recipe's model at its CPU preset's size, its training loss and (for a pipeline) its sampler."""
+def recipe_job(name: str, preset: str = "cpu") -> Job:
+    """A recipe's model at a preset's size (its CPU preset's by default), its training loss and (for a pipeline) its sampler."""
     recipe = get_recipe(name)
-    model = recipe.build()
+    model = recipe.build(preset)
     if not isinstance(model, DiffusionPipeline):
         return Job(name, model, recipe.loss)
     return Job(name, model, recipe.loss, pipeline_sample, model.net, pixel_shape(model))
@@ -60,9 +60,9 @@ def has_reference(name: str) -> bool:
             and (config.denoiser["cls"] == "UNet" or bool(denoiser.get("num_classes"))))
 
 
-def reference_recipe_job(name: str) -> Job:
-    """The diffusers reference of recipe `name` at its CPU preset's size, through the same frozen autoencoder."""
-    pipeline = get_recipe(name).build()
+def reference_recipe_job(name: str, preset: str = "cpu") -> Job:
+    """The diffusers reference of recipe `name` at a preset's size, through the same frozen autoencoder."""
+    pipeline = get_recipe(name).build(preset)
     shape = pixel_shape(pipeline)
     pipeline.net = nn.Identity()  # only its autoencoder (encode, decode) is shared with the reference
     codec = pipeline if pipeline.autoencoder is not None else None
