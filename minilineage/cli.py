@@ -298,8 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--race", nargs="+", type=positive_float, metavar="MINUTES",
                    help="the time-to-quality race instead: ddpm-mnist, a diffusers UNet2DModel of the same size trained "
                         "with ddpm-mnist's settings and with diffusers' recommended ones, and ddpm-mnist-fast, MINUTES "
-                        "of CPU training each, then all scored by FID-LeNet and accuracy (the `bench` extra), "
-                        "e.g. --race 2 5 10 20")
+                        "of CPU time of the training process each, on one torch thread (on an idle machine CPU "
+                        "minutes are wall minutes; on a shared one the budget stays the same), then all scored by "
+                        "FID-LeNet and accuracy (the `bench` extra), e.g. --race 2 5 10 20")
     p.add_argument("--race-samples", type=positive_int, default=1000, help="--race: digits sampled per model (default: 1000)")
     p.add_argument("--gpu-report", metavar="OUT",
                    help="everything GPU-side in one command instead: the CUDA-only tests, throughput (fp32, bf16, "

@@ -52,9 +52,11 @@ class TrainConfig:
     channels_last: bool = False  # NHWC layout for convolutional models (faster convolutions on CUDA tensor cores)
     prefetch: bool | None = None  # build the next batch in a thread (pinned memory) during the step; None: on CUDA
     pre_encode: bool = False  # latent models: encode the dataset once with the frozen autoencoder (`train_recipe`)
-    # A hard stop for time-budgeted comparisons (`bench --race`): training ends at the first step whose wall time
-    # reaches this many seconds, even before `steps` (whose count still sets the schedule). One process only.
+    # Hard stops for time-budgeted comparisons (`bench --race`): training ends at the first step whose wall time, or
+    # this process's CPU time (`time.process_time`), reaches this many seconds, even before `steps` (whose count still
+    # sets the schedule). Both are counted from the start of training, across resumes. One process only.
     max_seconds: float | None = None
+    max_cpu_seconds: float | None = None
 
     def __post_init__(self):
         if self.precision not in PRECISIONS:
@@ -150,6 +152,7 @@ class TrainState:
     ema: EMA | None
     step: int
     wall_time_s: float
+    cpu_time_s: float = 0.0  # this process's CPU time in training (time.process_time): all its threads, all cores
     history: list[tuple[int, float]] = field(default_factory=list)
 
     @property
@@ -182,9 +185,9 @@ def fit(
     if keep_every < 0:
         raise ValueError(f"keep_every must be 0 (off) or a positive number of steps, not {keep_every}")
     rank, world = distributed.rank_and_world()
-    if config.max_seconds is not None and (world > 1 or config.max_seconds <= 0):
-        raise ValueError(f"max_seconds must be a positive number of seconds, for one process (got {config.max_seconds} "
-                         f"with {world} processes)")
+    for name, limit in (("max_seconds", config.max_seconds), ("max_cpu_seconds", config.max_cpu_seconds)):
+        if limit is not None and (world > 1 or limit <= 0):
+            raise ValueError(f"{name} must be a positive number of seconds, for one process (got {limit}, {world} processes)")
     if world < distributed.launched()[1]:
         raise RuntimeError("torchrun started several processes, but no process group is open: call fit inside "
                            "`with distributed.process_group(device) as device:` (train_recipe does)")
@@ -208,7 +211,8 @@ def fit(
     objective = Objective(torch.compile(model) if config.compile else model, loss_fn)
     train_objective = nn.parallel.DistributedDataParallel(objective) if world > 1 else objective
     bar = tqdm(total=config.steps, initial=state.step, disable=not progress or rank != 0, desc="train", mininterval=1.0)
-    started, logged, checked = time.perf_counter() - state.wall_time_s, state.step, state.step
+    started, cpu_started = time.perf_counter() - state.wall_time_s, time.process_time() - state.cpu_time_s
+    logged = checked = state.step
     # Read by the host only at log and checkpoint steps: waiting for the device every step would stall it.
     # The loss since the last log step is summed in float64, as Python sums floats (MPS has no float64).
     loss_sum = torch.zeros((), dtype=torch.float32 if device.type == "mps" else torch.float64, device=device)
@@ -244,14 +248,15 @@ def fit(
                 for callback in callbacks:
                     callback(state.step, mean)
         bar.update(1)
-        state.wall_time_s = time.perf_counter() - started
+        state.wall_time_s, state.cpu_time_s = time.perf_counter() - started, time.process_time() - cpu_started
         if save_now and resume_path:
             if rank == 0:
                 checkpoint.save_atomic(_resume_dict(state, optimizer, scheduler, config, meta or {}), resume_path)
             saved = state.step
         if keep_now and resume_path and rank == 0:
             _keep(state, config, meta or {}, Path(resume_path))
-        if config.max_seconds is not None and state.wall_time_s >= config.max_seconds and state.step < config.steps:
+        budgets = ((config.max_seconds, state.wall_time_s), (config.max_cpu_seconds, state.cpu_time_s))
+        if state.step < config.steps and any(limit is not None and spent >= limit for limit, spent in budgets):
             _stop_at_budget(state, finite, loss_sum, checked, resume_path, saved, optimizer, scheduler, config, meta)
             break
     bar.close()
@@ -370,6 +375,7 @@ def _resume_dict(state: TrainState, optimizer, scheduler, config: TrainConfig, m
         "seed": config.seed,
         "train_config": asdict(config),
         "wall_time_s": state.wall_time_s,
+        "cpu_time_s": state.cpu_time_s,
         "history": state.history,
     }
 
@@ -388,5 +394,6 @@ def _restore(state: TrainState, optimizer, scheduler, ckpt: dict, meta: dict, ra
     optimizer.load_state_dict(ckpt["optimizer"])
     scheduler.load_state_dict(ckpt["scheduler"])
     state.step, state.wall_time_s, state.history = ckpt["step"], ckpt["wall_time_s"], list(ckpt["history"])
+    state.cpu_time_s = ckpt.get("cpu_time_s", 0.0)  # resume files written before it was recorded have none
     if rank == 0:
         print(f"resumed from step {state.step}")

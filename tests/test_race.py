@@ -1,12 +1,14 @@
 """The time-to-quality race (`minilineage bench --race`): the diffusers contestants are the size of ddpm-mnist,
 one trains with diffusers' recommended settings and one with ddpm-mnist's own (optimiser, learning-rate
 schedule, EMA, noise schedule, batch, p_uncond), guided sampling mixes as ours does, and a tiny race runs
-all four contestants end to end. No timing is asserted. Skips when diffusers (the `bench` extra) is absent."""
+all four contestants end to end on one thread, each stopped at the same CPU-time budget. No timing is
+asserted. Skips when diffusers (the `bench` extra) is absent."""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -145,7 +147,8 @@ def test_the_contestant_with_our_settings_noises_and_samples_on_ddpm_mnists_sche
     assert torch.equal(ddim.timesteps, ddim_timesteps(1000, 50)) and ddim.config.clip_sample
 
 
-def test_a_tiny_race_trains_samples_and_scores_all_four_contestants(monkeypatch, tmp_path):
+def test_a_tiny_race_trains_samples_and_scores_all_four_contestants(monkeypatch, tmp_path, one_thread):
+    torch.set_num_threads(2)  # the race sets one thread itself (one_thread restores the test session's afterwards)
     probed, scored = [], []
     monkeypatch.setattr(race, "probe_recipe", lambda name: probed.append(name) or 1.0)
     monkeypatch.setattr(race, "probe_diffusers", lambda settings, p: probed.append(settings["train_batch_size"]) or 1.0)
@@ -170,14 +173,29 @@ def test_a_tiny_race_trains_samples_and_scores_all_four_contestants(monkeypatch,
     assert abs(with_ours["parameters"] / ours["parameters"] - 1) < 0.02 and fast["parameters"] == ours["parameters"]
     for row in result["rows"]:
         assert row["budget_min"] == 0.02 and 1 <= row["steps"] < row["planned_steps"] == 10**6  # stopped at the budget
-        assert row["n"] == 10 and row["guidance"] == 2.0 and row["train_img_s"] > 0 and row["probe_s_per_step"] == 1.0
+        assert row["cpu_time_s"] >= 0.02 * 60 and row["wall_time_s"] > 0 and row["probe_cpu_s_per_step"] == 1.0
+        assert row["train_img_per_cpu_s"] == round(row["steps"] * row["batch_size"] / row["cpu_time_s"], 1)
+        assert row["n"] == 10 and row["guidance"] == 2.0 and len(row["load_average_start"]) == len(row["load_average_end"]) == 3
         assert 0 <= row["accuracy"] <= 1 and row["real_floor"] > 0
     assert len(scored) == 5 and [r["fid_lenet"] for r in result["rows"][1:]] == [101.0, 102.0, 103.0]
     assert fast["at_own_guidance"]["guidance"] == 1.75 and fast["at_own_guidance"]["fid_lenet"] == 104.0
     assert "at_own_guidance" not in ours
     assert result["sampling"] == {"steps": 3, "guidance": 2.0, "sampler": "DDIM", "n": 10}
     assert {"cpu", "threads", "torch", "diffusers", "load_average_start", "load_average_end"} <= set(result)
+    assert result["threads"] == torch.get_num_threads() == 1 and "process_time" in result["budget_clock"]
     assert result["settings"]["ddpm-mnist's"]["learning_rate"] == 2e-3
+
+
+def test_every_contestant_stops_at_its_cpu_time_budget_not_the_wall_clocks(monkeypatch):
+    readings = []  # a CPU clock that gains 20 s a reading, whatever the wall clock does
+    monkeypatch.setattr(time, "process_time", lambda: readings.append(0) or 20.0 * len(readings))
+    monkeypatch.setattr(race, "probe_recipe", lambda name: 0.01)
+    monkeypatch.setattr(race, "probe_diffusers", lambda settings, p_uncond: 0.01)
+    monkeypatch.setattr(race, "score", lambda sample, n: {})
+    ours = race.race_recipe("ddpm-mnist", 30.0, 10, race.SAMPLING)  # fit reads the clock at its start and after each step
+    theirs = race.race_diffusers(race.DIFFUSERS_RECOMMENDED, 30.0, 10, race.SAMPLING)  # the loop: before each step
+    assert (ours["planned_steps"], ours["steps"], ours["cpu_time_s"]) == (3000, 2, 40.0)
+    assert (theirs["planned_steps"], theirs["steps"], theirs["cpu_time_s"]) == (3000, 1, 60.0)
 
 
 def test_the_probes_time_real_training_steps(monkeypatch):
@@ -189,18 +207,20 @@ def test_the_probes_time_real_training_steps(monkeypatch):
 def test_the_race_tables_list_every_row_and_split_each_gap():
     def row(name, fid, accuracy, img_s):
         return {"budget_min": 5.0, "contestant": name, "network": "n", "settings": "s", "steps": 100, "planned_steps": 100,
-                "batch_size": 128, "wall_time_s": 300.0, "train_img_s": img_s, "fid_lenet": fid, "real_floor": 37.7,
-                "accuracy": accuracy}
+                "batch_size": 128, "cpu_time_s": 300.2, "wall_time_s": 451.0, "train_img_per_cpu_s": img_s,
+                "load_average_start": (2.5, 3.0, 3.1), "load_average_end": (3.25, 3.0, 3.0), "fid_lenet": fid,
+                "real_floor": 37.7, "accuracy": accuracy}
     rows = [row("ddpm-mnist", 100.0, 0.6, 300.0), row("diffusers-ddpm-mnist-settings", 400.0, 0.2, 120.0),
             row("diffusers-recommended", 3000.0, 0.1, 130.0),
             {**row("ddpm-mnist-fast", 80.0, 0.7, 330.0), "at_own_guidance": {"guidance": 1.75, "fid_lenet": 60.0, "accuracy": 0.65}}]
     result = {"cpu": "a CPU", "threads": 2, "torch": "2", "diffusers": "0", "rows": rows,
               "sampling": {"steps": 50, "guidance": 2.0, "n": 1000}}
     text = race.race_tables(result)
-    assert "| 5 min | ddpm-mnist-fast | n | s | 100 × 128 | 300 | 330 | 80.0 (at 1.75: 60.0) | 70% (at 1.75: 65%) |" in text
+    assert ("| 5 min | ddpm-mnist-fast | n | s | 100 × 128 | 300 | 451 | 2.5–3.2 | 330 | 80.0 (at 1.75: 60.0) "
+            "| 70% (at 1.75: 65%) |") in text
     assert "| network and code (same recipe) | 100.0 vs 400.0 (4.00x) | 60% vs 20% | 2.50x |" in text
     assert "| recipe (same network and code) | 400.0 vs 3,000.0 (7.50x) | 20% vs 10% | 0.92x |" in text
-    assert text.count("| 5 min |") == 7 and "real digits: 37.7" in text
+    assert text.count("| 5 min |") == 7 and "real digits: 37.7" in text and "budget: CPU time" in text
 
 
 def test_cli_race_reaches_the_race_and_refuses_a_non_positive_budget(monkeypatch, capsys):

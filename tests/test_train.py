@@ -229,3 +229,21 @@ def test_max_seconds_stops_a_run_at_its_budget_with_its_resume_state_written(tmp
     for bad in (0.0, -5.0):
         with pytest.raises(ValueError, match="max_seconds"):
             fit(model, loss_fn, next_batch, config(max_seconds=bad), "cpu", progress=False)
+
+
+def test_max_cpu_seconds_stops_a_run_at_its_cpu_budget_and_a_resume_counts_on(tmp_path):
+    model, loss_fn, next_batch = tiny_task()
+    path = tmp_path / "run.resume.pt"
+    state = fit(model, loss_fn, next_batch, config(max_cpu_seconds=1e-9), "cpu", resume_path=path, progress=False)
+    assert state.step == 1 and state.cpu_time_s > 0  # any step takes more than a nanosecond of CPU time
+    saved = checkpoint.load(path)
+    assert saved["step"] == 1 and saved["cpu_time_s"] == state.cpu_time_s
+    model, loss_fn, next_batch = tiny_task()  # resumed without the budget: it finishes, the CPU clock counting on
+    resumed = fit(model, loss_fn, next_batch, config(), "cpu", resume_path=path, resume=True, progress=False)
+    assert resumed.step == 40 and resumed.cpu_time_s > state.cpu_time_s
+    model, loss_fn, next_batch = tiny_task()
+    straight = fit(model, loss_fn, next_batch, config(steps=1), "cpu", progress=False)
+    assert torch.equal(weights(state.model), weights(straight.model))  # the same first step (the schedule differs later)
+    for bad in (0.0, -5.0):
+        with pytest.raises(ValueError, match="max_cpu_seconds"):
+            fit(model, loss_fn, next_batch, config(max_cpu_seconds=bad), "cpu", progress=False)

@@ -1,4 +1,4 @@
-"""The time-to-quality race: four trainings given the same minutes on mnist-5k on this machine, one after the other.
+"""The time-to-quality race: four trainings given the same CPU minutes on mnist-5k, one after the other.
 
   ddpm-mnist                     `minilineage train ddpm-mnist --steps N`: our network, code and recipe
   diffusers, ddpm-mnist's        diffusers' UNet2DModel of the same size (`reference_network`, 0.58 M to our
@@ -11,17 +11,22 @@
 
 Read together: ddpm-mnist against diffusers with its settings is our network and code (the recipe is the
 same); the two diffusers rows are the recipe (the network and code are the same); the fast recipe is what
-the course would train instead. Each contestant's training images/s is measured in the same run, so a gap
-can be split into throughput (more images seen) and what each image teaches.
+the course would train instead. Each contestant's training images per CPU-second is measured in the same run,
+so a gap can be split into throughput (more images seen) and what each image teaches.
 
-N is the steps a short probe says fit the budget (so warm-up and decay end on time), and every run also
-stops at its budget (`TrainConfig.max_seconds`, the same check in diffusers' loop) should the probe have
-been optimistic; a run that stopped early says so (steps < planned_steps). All are then sampled the same
-way (DDIM, 50 steps, classifier-free guidance 2: one network call per step on a doubled batch, n digits
-asking for 0-9 in turn) and scored by `evaluate_samples`: FID-LeNet, the real-data level at the same n, and
-the share classified as asked; a recipe whose own guidance differs (ddpm-mnist-fast: 1.75) is scored at
-that too. Probing and sampling are not counted in the budget. `run_race` runs it, writing the record
-after every row; `minilineage bench --race 2 5 10 20` prints the rows and the tables of `race_tables`.
+The budget is CPU time of the training process (`time.process_time`), with one torch thread for everyone:
+on a machine shared with other work a wall-clock budget gives each row whatever share of the cores the
+others leave it, so rows would see different loads and the race would not repeat. On an idle machine with
+one thread, CPU seconds are wall seconds, so "2 min" keeps its meaning; each row records both, and the load
+average at its start and end. N is the steps a short probe (CPU seconds per step) says fit the budget (so
+warm-up and decay end on time), and every run also stops at its budget (`TrainConfig.max_cpu_seconds`, the
+same check in diffusers' loop) should the probe have been optimistic; a run that stopped early says so
+(steps < planned_steps). All are then sampled the same way (DDIM, 50 steps, classifier-free guidance 2:
+one network call per step on a doubled batch, n digits asking for 0-9 in turn) and scored by
+`evaluate_samples`: FID-LeNet, the real-data level at the same n, and the share classified as asked; a
+recipe whose own guidance differs (ddpm-mnist-fast: 1.75) is scored at that too. Probing and sampling are
+not counted in the budget. `run_race` runs it, writing the record after every row; `minilineage bench
+--race 2 5 10 20` prints the rows and the tables of `race_tables`.
 """
 
 from __future__ import annotations
@@ -72,9 +77,9 @@ def score(sample, n: int) -> dict:
 
 
 def probe_recipe(name: str) -> float:
-    """Seconds per step of recipe `name`'s CPU training, from `fit`'s clock over a short run."""
+    """CPU seconds per step of recipe `name`'s CPU training, from `fit`'s clock over a short run."""
     result = train_recipe(name, steps=PROBE_STEPS + 3, out=None, evaluate=False, progress=False)
-    return result.record["wall_time_s"] / (PROBE_STEPS + 3)
+    return result.record["cpu_time_s"] / (PROBE_STEPS + 3)
 
 
 def race_recipe(name: str, budget_s: float, n: int, sampling: dict) -> dict:
@@ -83,11 +88,12 @@ def race_recipe(name: str, budget_s: float, n: int, sampling: dict) -> dict:
     seconds_per_step = probe_recipe(name)
     steps = steps_for(budget_s, seconds_per_step)
     with tempfile.TemporaryDirectory() as folder:
-        result = train_recipe(name, steps=steps, out=folder, evaluate=False, progress=False, max_seconds=budget_s,
+        result = train_recipe(name, steps=steps, out=folder, evaluate=False, progress=False, max_cpu_seconds=budget_s,
                               command=f"minilineage train {name} --steps {steps}")
     pipeline, record = result.model.eval(), result.record
     row = {"planned_steps": steps, "steps": record["step"], "batch_size": record["train_config"]["batch_size"],
-           "wall_time_s": record["wall_time_s"], "probe_s_per_step": round(seconds_per_step, 4),
+           "cpu_time_s": record["cpu_time_s"], "wall_time_s": record["wall_time_s"],
+           "probe_cpu_s_per_step": round(seconds_per_step, 4),
            "parameters": sum(p.numel() for p in pipeline.net.parameters()), "guidance": sampling["guidance"],
            **score(lambda y, g: pipeline.sample(len(y), g, labels=y, **sampling), n)}
     own = pipeline.config.guidance
@@ -98,14 +104,14 @@ def race_recipe(name: str, budget_s: float, n: int, sampling: dict) -> dict:
 
 
 def probe_diffusers(settings: dict, p_uncond: float) -> float:
-    """Seconds per step of a diffusers contestant, timed over PROBE_STEPS after 3 untimed."""
+    """CPU seconds per step of a diffusers contestant, timed over PROBE_STEPS after 3 untimed."""
     trainer = DiffusersTrainer(steps=PROBE_STEPS + 3, settings=settings)
     for _ in range(3):
         trainer.step(p_uncond)
-    started = time.perf_counter()
+    started = time.process_time()
     for _ in range(PROBE_STEPS):
         trainer.step(p_uncond)
-    return (time.perf_counter() - started) / PROBE_STEPS
+    return (time.process_time() - started) / PROBE_STEPS
 
 
 def race_diffusers(settings: dict, budget_s: float, n: int, sampling: dict) -> dict:
@@ -114,14 +120,14 @@ def race_diffusers(settings: dict, budget_s: float, n: int, sampling: dict) -> d
     seconds_per_step = probe_diffusers(settings, p_uncond)
     steps = steps_for(budget_s, seconds_per_step)
     trainer = DiffusersTrainer(steps, settings=settings)
-    started, done = time.perf_counter(), 0
-    while done < steps and time.perf_counter() - started < budget_s:  # the same hard stop as ours (max_seconds)
+    started, cpu_started, done = time.perf_counter(), time.process_time(), 0
+    while done < steps and time.process_time() - cpu_started < budget_s:  # the same hard stop as ours (max_cpu_seconds)
         trainer.step(p_uncond)
         done += 1
-    wall = time.perf_counter() - started
+    cpu, wall = time.process_time() - cpu_started, time.perf_counter() - started
     net = trainer.final_network()
     return {"planned_steps": steps, "steps": done, "batch_size": settings["train_batch_size"],
-            "wall_time_s": round(wall, 1), "probe_s_per_step": round(seconds_per_step, 4),
+            "cpu_time_s": round(cpu, 1), "wall_time_s": round(wall, 1), "probe_cpu_s_per_step": round(seconds_per_step, 4),
             "parameters": sum(p.numel() for p in net.parameters()), "guidance": sampling["guidance"],
             **score(lambda y, g: trainer.sample(y, g, **sampling), n)}
 
@@ -133,7 +139,7 @@ class Contestant:
     name: str
     network: str
     settings: str
-    run: Callable[[float, int, dict], dict]  # (budget_s, n, sampling) -> the row's figures
+    run: Callable[[float, int, dict], dict]  # (budget in CPU seconds, n, sampling) -> the row's figures
 
 
 CONTESTANTS = (
@@ -154,18 +160,22 @@ def machine() -> dict:
 
 def run_race(budgets_min: tuple[float, ...] = (2, 5, 10, 20), n: int = 1000, json_path: str | Path | None = None,
              sampling: dict = SAMPLING, contestants: tuple[Contestant, ...] = CONTESTANTS) -> dict:
-    """Each budget: every contestant in turn, the same minutes each; sampled and scored alike. The record (and
-    `json_path`, rewritten after every row, so a stopped race keeps its rows) names the machine."""
-    result = {**machine(), "load_average_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    """Each budget: every contestant in turn, the same CPU minutes each, on one torch thread (set here, for the rest
+    of the process); sampled and scored alike. The record (and `json_path`, rewritten after every row, so a stopped
+    race keeps its rows) names the machine and the load."""
+    torch.set_num_threads(1)  # one core's CPU seconds for everyone: the budget means the same whatever else runs
+    result = {**machine(), "budget_clock": "CPU time of the training process (time.process_time)",
+              "load_average_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
               "contestants": [{"name": c.name, "network": c.network, "settings": c.settings} for c in contestants],
               "settings": {"ddpm-mnist's": ddpm_mnist_settings(), "recommended": DIFFUSERS_RECOMMENDED},
               "reference_parameters": sum(p.numel() for p in reference_network().parameters()),
               "sampling": {**sampling, "sampler": "DDIM", "n": n}, "rows": []}
     for minutes in budgets_min:
         for c in contestants:
+            load = os.getloadavg()
             row = {"budget_min": minutes, "contestant": c.name, "network": c.network, "settings": c.settings,
-                   **c.run(60.0 * minutes, n, sampling)}
-            row["train_img_s"] = round(row["steps"] * row["batch_size"] / row["wall_time_s"], 1)
+                   **c.run(60.0 * minutes, n, sampling), "load_average_start": load, "load_average_end": os.getloadavg()}
+            row["train_img_per_cpu_s"] = round(row["steps"] * row["batch_size"] / row["cpu_time_s"], 1)
             result["rows"].append(row)
             print_row(row)
             result["load_average_end"] = os.getloadavg()
@@ -182,7 +192,8 @@ def print_row(r: dict) -> None:
     own = r.get("at_own_guidance")
     own = f"; at guidance {own['guidance']:g}: {own['fid_lenet']:.2f}, {own['accuracy']:.3f}" if own else ""
     print(f"{r['budget_min']:>5g} min  {r['contestant']:30s} {r['steps']:6d}{stopped} steps x {r['batch_size']:3d} "
-          f"({r['wall_time_s']:6.1f} s, {r['train_img_s']:6.1f} img/s)  FID-LeNet {r['fid_lenet']:7.2f} "
+          f"({r['cpu_time_s']:6.1f} CPU s, {r['wall_time_s']:6.1f} wall s, {r['train_img_per_cpu_s']:6.1f} img/CPU-s, "
+          f"load {r['load_average_start'][0]:.1f}-{r['load_average_end'][0]:.1f})  FID-LeNet {r['fid_lenet']:7.2f} "
           f"(real {r['real_floor']:.1f})  accuracy {r['accuracy']:.3f}{own}", flush=True)
 
 
@@ -199,19 +210,21 @@ def race_tables(result: dict) -> str:
     load = (f"; load average {result['load_average_start'][0]:.1f} at the start, {result['load_average_end'][0]:.1f} "
             "at the end" if "load_average_end" in result else "")
     lines = [f"Machine: {result['cpu']}, {result['threads']} torch threads{load}; torch {result['torch']}, diffusers "
-             f"{result['diffusers']}; sampling: DDIM {result['sampling']['steps']} steps, guidance "
-             f"{result['sampling']['guidance']:g}, n = {result['sampling']['n']}", "",
-             f"| budget | contestant | network | settings | steps × batch | training s | training img/s "
-             f"| FID-LeNet (real digits: {floor:.1f}) | classified as asked |", "|---:|---|---|---|---:|---:|---:|---:|---:|"]
+             f"{result['diffusers']}; budget: CPU time of the training process; sampling: DDIM "
+             f"{result['sampling']['steps']} steps, guidance {result['sampling']['guidance']:g}, n = {result['sampling']['n']}",
+             "", f"| budget | contestant | network | settings | steps × batch | training CPU s | wall s | load | images per "
+             f"CPU-s | FID-LeNet (real digits: {floor:.1f}) | classified as asked |",
+             "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         stopped = f" (of {r['planned_steps']:,})" if r["steps"] < r["planned_steps"] else ""
         own = r.get("at_own_guidance")
         fid = f"{r['fid_lenet']:,.1f}" + (f" (at {own['guidance']:g}: {own['fid_lenet']:,.1f})" if own else "")
         accuracy = f"{r['accuracy']:.0%}" + (f" (at {own['guidance']:g}: {own['accuracy']:.0%})" if own else "")
         lines.append(f"| {r['budget_min']:g} min | {r['contestant']} | {r['network']} | {r['settings']} "
-                     f"| {r['steps']:,}{stopped} × {r['batch_size']} | {r['wall_time_s']:.0f} | {r['train_img_s']:.0f} "
+                     f"| {r['steps']:,}{stopped} × {r['batch_size']} | {r['cpu_time_s']:.0f} | {r['wall_time_s']:.0f} "
+                     f"| {r['load_average_start'][0]:.1f}–{r['load_average_end'][0]:.1f} | {r['train_img_per_cpu_s']:.0f} "
                      f"| {fid} | {accuracy} |")
-    lines += ["", "| budget | a | b | what differs | FID-LeNet, a vs b | as asked, a vs b | training img/s, a / b |",
+    lines += ["", "| budget | a | b | what differs | FID-LeNet, a vs b | as asked, a vs b | images per CPU-s, a / b |",
               "|---:|---|---|---|---:|---:|---:|"]
     by = {(r["budget_min"], r["contestant"]): r for r in rows}
     for budget in dict.fromkeys(r["budget_min"] for r in rows):
@@ -220,5 +233,5 @@ def race_tables(result: dict) -> str:
                 ra, rb = by[budget, a], by[budget, b]
                 lines.append(f"| {budget:g} min | {a} | {b} | {differs} | {ra['fid_lenet']:,.1f} vs {rb['fid_lenet']:,.1f} "
                              f"({rb['fid_lenet'] / ra['fid_lenet']:.2f}x) | {ra['accuracy']:.0%} vs {rb['accuracy']:.0%} "
-                             f"| {ra['train_img_s'] / rb['train_img_s']:.2f}x |")
+                             f"| {ra['train_img_per_cpu_s'] / rb['train_img_per_cpu_s']:.2f}x |")
     return "\n".join(lines)

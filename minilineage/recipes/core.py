@@ -139,6 +139,7 @@ def train_recipe(
     channels_last: bool | None = None,
     pre_encode: bool | None = None,
     max_seconds: float | None = None,
+    max_cpu_seconds: float | None = None,
 ) -> TrainResult:
     """Train a named recipe; write OUT/NAME.pt and OUT/NAME.json (out=None writes nothing).
 
@@ -147,16 +148,18 @@ def train_recipe(
     (see `fit`). `command` is recorded as how the checkpoint was made (the CLI passes its command line).
     `compile`, `precision`, `channels_last` and `pre_encode` override the preset's fast paths
     (`TrainConfig`; None keeps the preset's choice); `max_seconds` stops training at that wall time even
-    before `steps` (for time-budgeted comparisons, `bench --race`). `evaluate=False` skips
-    the recipe's evaluation (for a quick demonstration run; it can take a minute). Under torchrun the
-    processes split every batch of the preset; rank 0 alone writes the files and evaluates.
+    before `steps`, `max_cpu_seconds` at that CPU time of the process (for time-budgeted comparisons,
+    `bench --race`). `evaluate=False` skips the recipe's evaluation (for a quick demonstration run; it can
+    take a minute). Under torchrun the processes split every batch of the preset; rank 0 alone writes the
+    files and evaluates.
     """
     recipe = get_recipe(name)
     if preset not in recipe.presets:
         raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(recipe.presets)}")
     p = recipe.presets[preset]
     overrides = {"steps": steps, "seed": seed, "compile": compile, "precision": precision,
-                 "channels_last": channels_last, "pre_encode": pre_encode, "max_seconds": max_seconds}
+                 "channels_last": channels_last, "pre_encode": pre_encode, "max_seconds": max_seconds,
+                 "max_cpu_seconds": max_cpu_seconds}
     config = replace(p.train, **{k: v for k, v in overrides.items() if v is not None})
     if config.steps < 1:
         raise ValueError(f"steps must be a positive number, got {config.steps}")
@@ -209,6 +212,7 @@ def _record(meta: dict, state, config: TrainConfig, device: str) -> dict:
     return {
         "format": checkpoint.FORMAT, **meta, "step": state.step, "seed": config.seed,
         "train_config": asdict(config), "wall_time_s": round(state.wall_time_s, 1),
+        "cpu_time_s": round(state.cpu_time_s, 1),
         "device": device, "torch": torch.__version__, "python": platform.python_version(),
         "parameters": sum(q.numel() for q in state.final_model.parameters()), "metrics": {},
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "history": state.history,
