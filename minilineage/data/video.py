@@ -29,6 +29,9 @@ from minilineage.data.images import DatasetUnavailable, cache_dir, load_mnist_5k
 # Starting directions: (name, (dx, dy)) with y growing downwards, as in an image.
 DIRECTIONS = (("right", (1, 0)), ("left", (-1, 0)), ("up", (0, -1)), ("down", (0, 1)),
               ("up-right", (1, -1)), ("up-left", (-1, -1)), ("down-right", (1, 1)), ("down-left", (-1, 1)))
+# Every word a motion caption can use ("an 8 moves down-left and bounces, a 4 moves up"): a fixed vocabulary of 19.
+CAPTION_WORDS = sorted({"a", "an", "moves", "and", "bounces", *"0123456789",
+                        *(word for name, _ in DIRECTIONS for word in re.findall(r"[a-z]+", name))})
 POOR_CAPTION = "a video of digits"  # the uninformative caption of the re-captioning experiment
 SPEED = (1 / 32, 1 / 8)  # range of a digit's speed, in units of its free room (frame - digit size) per frame
 
@@ -88,7 +91,7 @@ def motion_caption(digits: list[int], directions: list[int], bounced: list[bool]
 
     Grammar: clause (", " clause)*, clause = ("a" | "an") DIGIT "moves" DIRECTION ["and bounces"];
     DIRECTION is the one the digit starts in (left, up-right, ...). The words come from a fixed
-    vocabulary of 20 (a, an, 0-9, moves, left, right, up, down, and, bounces); the tokenizer drops
+    vocabulary of 19 (`CAPTION_WORDS`: a, an, 0-9, moves, left, right, up, down, and, bounces); the tokenizer drops
     the comma, and every clause still starts with "a"/"an" and a digit. Two digits take at most 14
     words, so with <bos> and <eos> a caption fits the course's 16-token text context.
     """

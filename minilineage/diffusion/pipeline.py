@@ -30,6 +30,7 @@ from minilineage.layers import CrossAttention, unwrap
 from minilineage.models import MODELS, build
 from minilineage.models.clip import MiniCLIP, MiniCLIPConfig
 from minilineage.models.latent import latent_statistics, reparameterize
+from minilineage.models.video_clip import VideoCLIP
 
 
 def _complete(spec: dict | None) -> dict | None:
@@ -89,7 +90,7 @@ class DiffusionPipeline(nn.Module):
 
     @classmethod
     def from_parts(cls, config: PipelineConfig, autoencoder: nn.Module | None = None,
-                   clip: MiniCLIP | None = None, x_train: Tensor | None = None) -> DiffusionPipeline:
+                   clip: MiniCLIP | VideoCLIP | None = None, x_train: Tensor | None = None) -> DiffusionPipeline:
         """A fresh denoiser next to copies of a trained autoencoder and CLIP text encoder.
 
         The denoiser's input channels and context width, the diffusion shape, the latent scale
@@ -104,7 +105,7 @@ class DiffusionPipeline(nn.Module):
                         "shape": autoencoder.latent_shape, "latent_scale": scale, "clip_x0": bound}
         if clip is not None:
             denoiser["config"]["context_dim"] = clip.config.text_width
-            changes["text"] = {**asdict(clip.config), "vocab": clip.tokenizer.vocab}
+            changes["text"] = clip.config.text_config()  # the text encoder's sizes and vocabulary
         model = cls(replace(config, denoiser=denoiser, **changes))
         if autoencoder is not None:
             model.autoencoder.load_state_dict(autoencoder.state_dict())

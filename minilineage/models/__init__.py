@@ -18,6 +18,7 @@ from minilineage.models.latent import LatentVAE
 from minilineage.models.text import TextEncoder, Tokenizer
 from minilineage.models.unet import UNet
 from minilineage.models.vae3d import VAE3d
+from minilineage.models.video_clip import VideoCLIP
 from minilineage.models.video_dit import VideoDiT
 from minilineage.models.vit import ViT
 
@@ -26,6 +27,7 @@ MODELS: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (Autoencoder,
 MODELS[VAE3d.__name__] = VAE3d  # chapter 7's spatio-temporal VAE
 MODELS[VideoDiT.__name__] = VideoDiT  # chapter 7's video DiT
 MODELS[VideoCaptioner.__name__] = VideoCaptioner  # chapter 7's captioner, for re-captioning
+MODELS[VideoCLIP.__name__] = VideoCLIP  # chapter 7's text encoder for prompts that name the motion
 
 
 def build(name: str, config: dict) -> nn.Module:

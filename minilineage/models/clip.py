@@ -9,7 +9,7 @@ encoder trained this way is the one whose per-token outputs a text-to-image U-Ne
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -224,6 +224,11 @@ class MiniCLIPConfig(CLIPConfig):
         if not self.vocab:
             self.vocab = Tokenizer.from_captions(all_captions(DIGIT_WORDS, DIGIT_TEMPLATES), self.context_length).vocab
         self.vocab = list(self.vocab)
+
+    def text_config(self) -> dict:
+        """This config's MiniCLIPConfig fields alone (a subclass adds others): what a diffusion pipeline
+        records to rebuild the frozen text encoder it conditions on."""
+        return {f.name: getattr(self, f.name) for f in fields(MiniCLIPConfig)}
 
 
 class MiniCLIP(CLIP):

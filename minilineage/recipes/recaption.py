@@ -20,17 +20,13 @@ import torch
 from minilineage.checkpoint import load_model
 from minilineage.data import ArrayData, caption_batches, load_dataset, to_float
 from minilineage.data.captions import split_words
-from minilineage.data.video import DIRECTIONS, masked_bucket_batches
+from minilineage.data.video import CAPTION_WORDS, masked_bucket_batches
 from minilineage.diffusion import DiffusionPipeline, diffusion_loss
 from minilineage.models.captioner import VideoCaptioner, captioner_loss
 from minilineage.models.text import SPECIALS
 from minilineage.recipes.core import Preset, Recipe, register
 from minilineage.recipes.video import VIDEODIT, eval_videodit
 from minilineage.train import TrainConfig
-
-# Every word of a moving-mnist caption ("an 8 moves down-left and bounces, a 4 moves up"): a fixed vocabulary.
-CAPTION_WORDS = sorted({"a", "an", "moves", "and", "bounces", *"0123456789",
-                        *(word for name, _ in DIRECTIONS for word in split_words(name))})
 
 
 def digits_named(caption: str) -> list[str]:

@@ -133,6 +133,17 @@ def centres(videos: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def read_digits(videos: torch.Tensor, classifier: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """LeNet's class (N, F) and 64 penultimate features (N, F, 64) of every frame of clips (N, F, 1, H, W),
+    each frame cut to its digit (`digit_crops`). The classifier is the course's `lenet-mnist` by default."""
+    classifier = classifier or load_classifier()
+    n, frames = videos.shape[:2]
+    crops = digit_crops(videos).to(next(classifier.parameters()).device)
+    classes = classifier(crops).argmax(-1).cpu().reshape(n, frames)  # (N, F)
+    return classes, lenet_features(classifier, crops).cpu().reshape(n, frames, -1)
+
+
+@torch.no_grad()
 def frame_consistency(videos: torch.Tensor, digits: torch.Tensor | None = None,
                       classifier: nn.Module | None = None) -> dict[str, float]:
     """Is a clip of one moving digit coherent? Videos (N, F, 1, H, W) in [-1, 1], frames of any size.
@@ -150,11 +161,7 @@ def frame_consistency(videos: torch.Tensor, digits: torch.Tensor | None = None,
     """
     if videos.ndim != 5 or videos.shape[2] != 1 or videos.shape[1] < 3:
         raise ValueError(f"need videos (N, F >= 3, 1, H, W), got {tuple(videos.shape)}")
-    classifier = classifier or load_classifier()
-    n, frames = videos.shape[:2]
-    crops = digit_crops(videos).to(next(classifier.parameters()).device)
-    classes = classifier(crops).argmax(-1).cpu().reshape(n, frames)  # (N, F)
-    features = lenet_features(classifier, crops).reshape(n, frames, -1)  # (N, F, 64)
+    classes, features = read_digits(videos, classifier)  # (N, F), (N, F, 64)
     majority = classes.mode(dim=1).values  # (N,)
     figures = {"identity": (classes == majority[:, None]).float().mean().item()}
     if digits is not None:

@@ -1,0 +1,99 @@
+"""The ladder that judges a text-to-video model on moving-mnist, one rung at a time (chapter 7).
+
+  real     held-out one-digit test clips: what the judge itself reads right (its ceiling)
+  vae      the same clips through the video autoencoder: the most any generator on its latents can reach
+  t2i      the model asked for one frame (an image): does it draw the asked-for digit at all?
+  t2v      17-frame clips: the asked-for digit in every frame, and one digit per clip
+  motion   does the ink move the way the prompt says? Beside it the same clips scored against a
+           shuffled direction (chance) and the real clips' own figure
+
+Digits are read by the course's LeNet on each frame cut to its digit (`frame_consistency`); motion is
+the centre of ink's path over the first four frames. Every rung can be asked on digit x direction
+pairs the model was trained on or on pairs held out of its training (`HELD_OUT_PAIRS`): that tests
+compositional generalisation, as the captioned Moving MNIST papers (Sync-DRAW, MAGE) set it up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from minilineage.data import ArrayData
+from minilineage.data.video import DIRECTIONS
+from minilineage.recipes.video import centres, frame_consistency, read_digits
+
+MOTION_FRAMES = 4  # the motion is read over the first four frames, before most digits reach a wall
+MAX_ANGLE = 60.0  # degrees between the ink's move and the prompt's direction
+MIN_MOVE = 1.0  # pixels: a digit that moves less has not moved
+ONE_DIGIT = 0.9  # a clip shows one digit when LeNet reads one class in at least this share of its frames
+# The digit x direction pairs held out of training: each digit once, the directions spread over all eight
+# (digit d, direction 3d mod 8): 10 of the 80 pairs. A clip of any of them is left out of the training set.
+HELD_OUT_PAIRS = tuple((d, 3 * d % len(DIRECTIONS)) for d in range(10))
+
+
+def prompt(digit: int, direction: int) -> str:
+    """The one-digit prompt of a pair, in the captions' own words: "a 3 moves up-left", "an 8 moves down"."""
+    return f"{'an' if digit == 8 else 'a'} {digit} moves {DIRECTIONS[direction][0]}"
+
+
+def ladder_pairs(n: int, held_out: bool = False) -> torch.Tensor:
+    """n (digit, direction) pairs (n, 2): digit i % 10 for the i-th, so every ten prompts ask for each digit once.
+
+    Seen pairs (held_out=False) give digit d its 7 seen directions in turn, shifted by d so that each ten
+    prompts spread over the directions too: 70 prompts ask every seen pair once. held_out=True gives each
+    digit its held-out direction.
+    """
+    held = dict(HELD_OUT_PAIRS)
+    pairs = []
+    for i in range(n):
+        d = i % 10
+        seen = [k for k in range(len(DIRECTIONS)) if k != held[d]]
+        pairs.append((d, held[d] if held_out else seen[(i // 10 + d) % len(seen)]))
+    return torch.tensor(pairs)
+
+
+def without_pairs(data: ArrayData, pairs=HELD_OUT_PAIRS) -> ArrayData:
+    """The clips of `data` in which no digit moves in a (digit, direction) pair of `pairs`."""
+    digits, directions = data.info["digits"], data.info["directions"]  # (N, K) each, digits -1 in empty slots
+    hit = torch.zeros_like(digits, dtype=torch.bool)
+    for digit, direction in pairs:
+        hit |= (digits == digit) & (directions == direction)
+    return data.subset(torch.nonzero(~hit.any(dim=1)).flatten())
+
+
+def ink_moves(videos: torch.Tensor, directions: torch.Tensor, frames: int = MOTION_FRAMES) -> torch.Tensor:
+    """Does each clip's ink move the way its direction says? (N,) bool, videos (N, F, 1, H, W), directions (N,).
+
+    The move is the centre of ink's displacement from frame 0 to frame `frames` - 1; it follows the
+    direction when it is at least MIN_MOVE pixels long and within MAX_ANGLE degrees of it.
+    """
+    path = centres(videos[:, :frames])  # (N, frames, 2) as (row, column)
+    move = (path[:, -1] - path[:, 0]).flip(-1)  # (N, 2) as (x, y), y downwards like DIRECTIONS
+    unit = torch.tensor([d for _, d in DIRECTIONS], dtype=torch.float32)[torch.as_tensor(directions)]  # (N, 2)
+    cosine = (move * unit).sum(-1) / (move.norm(dim=-1) * unit.norm(dim=-1)).clamp(min=1e-6)
+    return (move.norm(dim=-1) >= MIN_MOVE) & (cosine >= math.cos(math.radians(MAX_ANGLE)))
+
+
+def motion_figures(videos: torch.Tensor, directions: torch.Tensor, seed: int = 0) -> dict[str, float]:
+    """motion: the share of clips whose ink moves as asked; motion_shuffled: the same clips scored against
+    the directions of other clips (a random permutation), what a model that ignores the prompt gets."""
+    directions = torch.as_tensor(directions)
+    shuffled = directions[torch.randperm(len(directions), generator=torch.Generator().manual_seed(seed))]
+    return {"motion": ink_moves(videos, directions).float().mean().item(),
+            "motion_shuffled": ink_moves(videos, shuffled).float().mean().item()}
+
+
+@torch.no_grad()
+def digit_figures(videos: torch.Tensor, digits: torch.Tensor, classifier: nn.Module | None = None) -> dict[str, float]:
+    """accuracy: the share of frames LeNet reads as the asked-for digit; for clips of 3 frames or more also
+    `frame_consistency`'s identity, restyle, jump and jitter, and one_digit: the share of clips whose
+    frames LeNet reads as one class in at least ONE_DIGIT of them. Videos (N, F, 1, H, W), digits (N,)."""
+    classes, _ = read_digits(videos, classifier)  # (N, F)
+    figures = {"accuracy": (classes == torch.as_tensor(digits)[:, None]).float().mean().item()}
+    if videos.shape[1] < 3:
+        return figures
+    majority = classes.mode(dim=1).values  # (N,)
+    agree = (classes == majority[:, None]).float().mean(dim=1)  # (N,)
+    return {**frame_consistency(videos, digits, classifier), "one_digit": (agree >= ONE_DIGIT).float().mean().item()}
