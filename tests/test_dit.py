@@ -14,6 +14,7 @@ from minilineage.diffusion import DiffusionPipeline, PipelineConfig
 from minilineage.layers import sincos_2d
 from minilineage.models import MODELS
 from minilineage.models.dit import DIT_PRESETS, DiT, DiTBlock, DiTConfig, modulate
+from minilineage.models.dit_variants import PaperInitDiT
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
@@ -219,3 +220,17 @@ def test_only_adaln_zero_starts_every_block_as_the_identity():
     assert not torch.allclose(MODELS["AdaLNDiT"](config).blocks[0](x, c), x)  # no gate: the branches add from step 0
     tokens = torch.randn(2, 2, 32)
     assert not torch.allclose(MODELS["CrossAttentionDiT"](config).blocks[0](x, tokens), x)
+
+
+def test_paper_init_starts_the_condition_as_dit_does_small_and_zero_biased():
+    torch.manual_seed(0)
+    config = DiTConfig(in_channels=1, patch=4, width=64, depth=1, heads=4, num_classes=10)
+    paper, ours = PaperInitDiT(config), DiT(config)
+    first, second = paper.time_embed.mlp[0], paper.time_embed.mlp[2]
+    assert first.in_features == 256 and torch.count_nonzero(first.bias) == torch.count_nonzero(second.bias) == 0
+    assert abs(first.weight.std().item() - 0.02) < 0.002 and abs(paper.label_embed.weight.std().item() - 0.02) < 0.002
+    c_paper = paper.condition(torch.arange(0, 1000, 100), torch.arange(10), (7, 7))  # (10, 1, 64)
+    c_ours = ours.condition(torch.arange(0, 1000, 100), torch.arange(10), (7, 7))
+    assert c_paper.std() < 0.05 < 0.9 < c_ours.std()  # 0.027 against 1.02
+    out = paper(torch.randn(2, 1, 28, 28), torch.tensor([3, 900]), y=torch.tensor([1, 2]))
+    assert torch.equal(out, torch.zeros_like(out))  # adaLN-Zero and the zeroed output are kept

@@ -167,10 +167,11 @@ class DiT(nn.Module):
                     nn.init.zeros_(module.bias)
         # 2. The condition c = embed(t) + embed(y) at unit scale: the time MLP keeps PyTorch's default
         #    initialisation and the label table N(0, 1). DiT draws both weights at std 0.02 with zero
-        #    biases (`dit_variants.PaperInitDiT`): its c starts small at any width, std about 0.02 at our
-        #    width 64 and 0.08 at DiT-XL's 1152 (it grows as sqrt(width)), 45x below ours at 64. With the
+        #    biases (`dit_variants.PaperInitDiT`): its c starts small at any width, std about 0.03 at our
+        #    width 64 and 0.08 at DiT-XL's 1152 (it grows about as sqrt(width)), nearly 40x below ours. With the
         #    adaLN layers at zero, what the condition contributes grows as the product of their weights and
-        #    c, so a small c is a slow start; chapter 6 measures what it costs in a short run (dit-init-*).
+        #    c, so a small c is a slow start: in a 2,000-step run (dit-init-paper vs dit-init-ours, Ch. 6) the
+        #    label table only grew from 0.02 to 0.08 and 20 % of samples showed the asked-for digit, against 79 %.
         for layer in (self.time_embed.mlp[0], self.time_embed.mlp[2]):
             layer.reset_parameters()
         if self.label_embed is not None:
