@@ -92,5 +92,16 @@ def test_moving_t_shows_the_noised_tokens_and_one_call_s_prediction_with_and_wit
     assert player.current_png() == shown(40) != first
     assert player.captions[1].value.startswith("t = 40 · ᾱ_t = ")
     assert "with the label" in player.captions[1].value and len(player) == 2
+
+
+def test_the_denoised_tokens_page_holds_every_frame_and_the_links(tmp_path):
+    player = denoised_tokens(pipeline("v"), torch.zeros(1, 1, 28, 28), [3], timesteps=(5, 25, 45), scale=1)
+    html = player.save_html(tmp_path / "denoised.html").read_text()
+    state = json.loads(re.search(r'widget-state\+json">(.*?)</script>', html, re.S).group(1))["state"]
+    names = [model["model_name"] for model in state.values()]
+    assert names.count("ImageModel") == 3 and names.count("LinkModel") == 2  # play -> slider -> frame
+
+
+def test_denoised_tokens_refuses_a_latent_dit():
     with pytest.raises(ValueError, match="pixel-space DiT"):
         denoised_tokens(pipeline(latent=True), torch.zeros(1, 1, 28, 28), [1])
