@@ -582,6 +582,7 @@ denoised_tokens(dit, x_test[::100][:4], y_test[::100][:4], scale=2)
 
 # %%
 lenet = load_classifier()
+print(f"LeNet reads {accuracy(lenet, x_test, y_test):.1%} of the 500 test digits themselves as labelled")
 x_probe, y_probe = x_test[::2], y_test[::2]  # 250 test digits
 wrong_label = (y_probe + 1) % 10
 eps_probe = torch.randn(x_probe.shape, generator=torch.Generator().manual_seed(0))

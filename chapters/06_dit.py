@@ -1026,7 +1026,9 @@ print(f"{record['step']} steps in {record['wall_time_s']} s ({record['wall_time_
 
 # %% [markdown]
 # The shipped checkpoints were made with `minilineage train dit-mnist --out assets/checkpoints` and
-# `... dit-mnist-flow ...`, one after the other on that machine (their records hold the times). `--preset gpu`
+# `... dit-mnist-flow ...`, one after the other on that machine (their records hold the times). `dit-mnist-latent`
+# (section 9) was trained the same way on one thread of a machine shared with two other trainings; its record's
+# 5,186 s say more about that machine than about the model (section 9 times both models side by side). `--preset gpu`
 # trains DiT-B/2 (width 128, 8 blocks, 196 tokens) on all 60,000 MNIST digits, and `minilineage train dit-cifar10 --preset gpu`
 # a DiT with width 384 and 12 blocks on CIFAR-10 pixels in 2 × 2 patches (256 tokens).
 #
