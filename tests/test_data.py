@@ -118,6 +118,19 @@ def test_bucket_batches_draw_one_shape_per_batch_in_proportion_to_bucket_size():
     assert torch.equal(again, next_batch(7, torch.Generator().manual_seed(7))["x"])
 
 
+def test_staged_batches_follow_the_curriculum_by_step_alone():
+    images = data.ArrayData("a", torch.zeros(30, 1, 1, 4, 4, dtype=torch.uint8), torch.zeros(30), ("x",))
+    clips = data.ArrayData("b", torch.full((20, 5, 1, 4, 4), 255, dtype=torch.uint8), torch.ones(20), ("x",))
+    next_batch = data.staged_batches([(3, data.image_batches(images, 8)), (2, data.image_batches(images, 4))],
+                                     last=data.image_batches(clips, 2))
+    shapes = [tuple(next_batch(step, torch.Generator().manual_seed(step))["x"].shape) for step in range(7)]
+    assert shapes == [(8, 1, 1, 4, 4)] * 3 + [(4, 1, 1, 4, 4)] * 2 + [(2, 5, 1, 4, 4)] * 2
+    resumed = next_batch(6, torch.Generator().manual_seed(6))["x"]  # a resumed run draws the same batch at step 6
+    assert torch.equal(resumed, next_batch(6, torch.Generator().manual_seed(6))["x"])
+    with pytest.raises(ValueError, match="at least one step"):
+        data.staged_batches([(0, data.image_batches(images, 8))], last=data.image_batches(clips, 2))
+
+
 def test_shard_gives_each_process_its_contiguous_slice_of_the_global_batch():
     batch = {"x": torch.arange(8).view(8, 1), "captions": [str(i) for i in range(8)]}
     parts = [data.shard(batch, rank, 4) for rank in range(4)]

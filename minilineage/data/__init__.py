@@ -16,6 +16,7 @@ from minilineage.data.batches import (
     encoded_batches,
     image_batches,
     shard,
+    staged_batches,
 )
 from minilineage.data.captions import (
     DIGIT_TEMPLATES,
@@ -68,7 +69,7 @@ def load_dataset(name: str, split: str = "train", **options) -> ArrayData:
 
 __all__ = [
     "ArrayData", "DATASETS", "DIGIT_TEMPLATES", "DIGIT_WORDS", "DatasetUnavailable", "PHOTO_TEMPLATES", "POOR_CAPTION", "SPLITS",
-    "all_captions", "bucket_batches", "cache_dir", "caption_batches", "digit_prompts", "encoded_batches", "image_batches",
+    "all_captions", "bucket_batches", "cache_dir", "caption_batches", "digit_prompts", "encoded_batches", "image_batches", "staged_batches",
     "load_cifar10", "load_dataset", "load_fashion_mnist", "load_mnist", "load_mnist_5k", "load_moving_mnist",
     "load_ucf101", "prompt_digit",
     "shard", "split_words", "to_float", "to_uint8",

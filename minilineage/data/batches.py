@@ -93,6 +93,28 @@ def bucket_batches(buckets: Sequence[ArrayData], batch_size: int, with_captions:
     return next_batch
 
 
+def staged_batches(stages: Sequence[tuple[int, BatchFn]], last: BatchFn) -> BatchFn:
+    """A curriculum: the batches of each (steps, next_batch) stage in turn, then `last` for every later step.
+
+    Video models are trained images first, then videos (Open-Sora 1.x, Movie Gen, Sora's "images as
+    1-frame videos"): a cheap stage learns what the things look like, the expensive one how they move.
+    Which stage a step is in depends on the step alone, so batches stay a pure function of
+    (step, generator) and a resumed run continues in the right stage.
+    """
+    if any(steps < 1 for steps, _ in stages):
+        raise ValueError(f"every stage needs at least one step, got {[steps for steps, _ in stages]}")
+
+    def next_batch(step: int, generator: torch.Generator) -> dict:
+        start = 0
+        for steps, batches in stages:
+            if step < start + steps:
+                return batches(step, generator)
+            start += steps
+        return last(step, generator)
+
+    return next_batch
+
+
 def shard(batch: dict, rank: int, world: int) -> dict:
     """This rank's contiguous slice of a global batch: items [rank * B / world, (rank + 1) * B / world)."""
     if world == 1:
