@@ -235,3 +235,27 @@ def test_cli_race_reaches_the_race_and_refuses_a_non_positive_budget(monkeypatch
 
 def test_steps_for_a_budget_fill_it_and_are_at_least_one():
     assert race.steps_for(120, 0.4) == 300 and race.steps_for(1, 5.0) == 1
+
+
+def test_a_stopped_race_resumes_from_its_record_and_runs_only_the_missing_rows(tmp_path, one_thread):
+    ran = []
+
+    def stand_in(name):  # records which rows ran instead of training
+        return lambda budget_s, n, sampling: ran.append((budget_s / 60, name)) or {
+            "steps": 1, "planned_steps": 1, "batch_size": 2, "cpu_time_s": 1.0, "wall_time_s": 1.0,
+            "fid_lenet": 1.0, "real_floor": 1.0, "accuracy": 0.5}
+
+    contestants = tuple(race.Contestant(c.name, c.network, c.settings, stand_in(c.name)) for c in race.CONTESTANTS[:2])
+    out = tmp_path / "race.json"
+    sampling = {"steps": 3, "guidance": 2.0}
+    first = race.run_race((1.0,), n=10, json_path=out, sampling=sampling, contestants=contestants[:1])
+    assert ran == [(1.0, "ddpm-mnist")] and len(first["rows"]) == 1
+    with pytest.raises(ValueError, match="sampled or contested differently"):  # another race's record is not mixed in
+        race.run_race((1.0,), n=10, json_path=out, sampling=sampling, contestants=contestants)
+    ran.clear()
+    again = race.run_race((1.0, 2.0), n=10, json_path=out, sampling=sampling, contestants=contestants[:1])
+    assert ran == [(2.0, "ddpm-mnist")]  # the 1-minute row was kept, not rerun
+    assert [r["budget_min"] for r in again["rows"]] == [1.0, 2.0] and again["started"] == first["started"]
+    assert len(again["resumed"]) == 1 and json.loads(out.read_text())["rows"] == json.loads(json.dumps(again["rows"]))
+    with pytest.raises(ValueError, match="sampled or contested differently"):
+        race.run_race((1.0,), n=20, json_path=out, sampling=sampling, contestants=contestants[:1])

@@ -162,7 +162,8 @@ def run_race(budgets_min: tuple[float, ...] = (2, 5, 10, 20), n: int = 1000, jso
              sampling: dict = SAMPLING, contestants: tuple[Contestant, ...] = CONTESTANTS) -> dict:
     """Each budget: every contestant in turn, the same CPU minutes each, on one torch thread (set here, for the rest
     of the process); sampled and scored alike. The record (and `json_path`, rewritten after every row, so a stopped
-    race keeps its rows) names the machine and the load."""
+    race keeps its rows) names the machine and the load. A `json_path` that already holds a race sampled the same
+    way is resumed: its rows are kept and only the missing (budget, contestant) rows run."""
     torch.set_num_threads(1)  # one core's CPU seconds for everyone: the budget means the same whatever else runs
     result = {**machine(), "budget_clock": "CPU time of the training process (time.process_time)",
               "load_average_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -170,8 +171,12 @@ def run_race(budgets_min: tuple[float, ...] = (2, 5, 10, 20), n: int = 1000, jso
               "settings": {"ddpm-mnist's": ddpm_mnist_settings(), "recommended": DIFFUSERS_RECOMMENDED},
               "reference_parameters": sum(p.numel() for p in reference_network().parameters()),
               "sampling": {**sampling, "sampler": "DDIM", "n": n}, "rows": []}
+    result = resumed(result, json_path)
+    done = {(r["budget_min"], r["contestant"]) for r in result["rows"]}
     for minutes in budgets_min:
         for c in contestants:
+            if (minutes, c.name) in done:
+                continue
             load = os.getloadavg()
             row = {"budget_min": minutes, "contestant": c.name, "network": c.network, "settings": c.settings,
                    **c.run(60.0 * minutes, n, sampling), "load_average_start": load, "load_average_end": os.getloadavg()}
@@ -185,6 +190,19 @@ def run_race(budgets_min: tuple[float, ...] = (2, 5, 10, 20), n: int = 1000, jso
         print(f"wrote {json_path}")
     print("\n" + race_tables(result))
     return result
+
+
+def resumed(fresh: dict, json_path: str | Path | None) -> dict:
+    """The record at `json_path` to carry on with, when it is a race of the same contestants sampled the same way
+    (its start, machine and rows kept; this run's start added under "resumed"); otherwise `fresh`."""
+    if json_path is None or not Path(json_path).exists():
+        return fresh
+    old = json.loads(Path(json_path).read_text())
+    if old.get("sampling") != fresh["sampling"] or old.get("contestants") != fresh["contestants"]:
+        raise ValueError(f"{json_path} holds a race sampled or contested differently ({old.get('sampling')}); "
+                         "give --json a new file to start a fresh race")
+    print(f"resuming {json_path}: {len(old['rows'])} rows kept")
+    return {**old, "resumed": [*old.get("resumed", []), fresh["started"]]}
 
 
 def print_row(r: dict) -> None:
