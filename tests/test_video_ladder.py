@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -82,3 +84,30 @@ def test_digit_figures_read_real_clips_and_images_and_see_a_digit_change(clips):
     swapped[:, 9:] = x[torch.roll(torch.arange(len(x)), 1), 9:]  # the second half from another clip, most with another digit
     mixed = digit_figures(swapped, digits)
     assert mixed["one_digit"] < 0.2 and mixed["accuracy"] < 0.65
+
+
+def test_the_ladder_climbs_every_rung_of_a_shipped_text_to_video_checkpoint(tmp_path, capsys):
+    from minilineage.recipes import video_ladder
+
+    out = tmp_path / "ladder.json"
+    video_ladder.main(["videodit-moving-mnist", "--n", "3", "--steps", "2", "--guidance", "2", "--out", str(out)])
+    record = json.loads(out.read_text())
+    rungs = record["rungs"]
+    assert list(rungs) == ["real", "vae", "t2i", "t2v", "held_out"]
+    assert (record["n"], record["steps"], record["guidance"]) == (3, 2, 2.0)
+    assert rungs["real"]["accuracy"] == 1.0 and rungs["real"]["one_digit"] == 1.0  # the judge reads real clips
+    assert set(rungs["t2i"]) == {"accuracy", "sample_seconds"}  # one frame: no motion, no identity
+    for rung in ("real", "vae", "t2v", "held_out"):
+        assert {"accuracy", "identity", "one_digit", "motion", "motion_shuffled"} <= set(rungs[rung])
+        assert all(0 <= rungs[rung][k] <= 1 for k in ("accuracy", "identity", "one_digit", "motion"))
+    assert "t2v" in capsys.readouterr().out and record["command"].endswith("--out " + str(out))
+
+
+def test_the_ladder_refuses_a_model_that_is_not_text_to_video(capsys):
+    from minilineage.recipes import video_ladder
+
+    with pytest.raises(SystemExit):
+        video_ladder.main(["dit-mnist", "--n", "2"])
+    assert "not a latent text-to-video pipeline" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        video_ladder.main(["videodit-moving-mnist", "--n", "0"])

@@ -11,18 +11,32 @@ Digits are read by the course's LeNet on each frame cut to its digit (`frame_con
 the centre of ink's path over the first four frames. Every rung can be asked on digit x direction
 pairs the model was trained on or on pairs held out of its training (`HELD_OUT_PAIRS`): that tests
 compositional generalisation, as the captioned Moving MNIST papers (Sync-DRAW, MAGE) set it up.
+
+`ladder(pipe)` climbs every rung for a text-to-video pipeline; the command writes its record:
+
+    python -m minilineage.recipes.video_ladder videodit-moving-mnist   # -> assets/studies/ladder-videodit-moving-mnist.json
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from minilineage.data import ArrayData
+from minilineage.checkpoint import CHECKPOINT_DIR, load_model
+from minilineage.data import ArrayData, load_dataset
 from minilineage.data.video import DIRECTIONS
+from minilineage.diffusion import DiffusionPipeline
 from minilineage.recipes.video import centres, frame_consistency, read_digits
+from minilineage.recipes.video_modes import text_to_video
 
 MOTION_FRAMES = 4  # the motion is read over the first four frames, before most digits reach a wall
 MAX_ANGLE = 60.0  # degrees between the ink's move and the prompt's direction
@@ -97,3 +111,69 @@ def digit_figures(videos: torch.Tensor, digits: torch.Tensor, classifier: nn.Mod
     majority = classes.mode(dim=1).values  # (N,)
     agree = (classes == majority[:, None]).float().mean(dim=1)  # (N,)
     return {**frame_consistency(videos, digits, classifier), "one_digit": (agree >= ONE_DIGIT).float().mean().item()}
+
+
+def real_clips(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n one-digit moving-mnist test clips (n, 17, 1, 32, 32) in [-1, 1], with their digits and directions (n,)."""
+    data = load_dataset("moving-mnist", "test", n=n, digits=1)
+    return data.float_images(), data.info["digits"][:, 0], data.info["directions"][:, 0]
+
+
+@torch.no_grad()
+def ladder(pipe: DiffusionPipeline, n: int = 100, steps: int = 50, guidance: float | None = None, seed: int = 0) -> dict:
+    """Every rung for a text-to-video pipeline on moving-mnist: {rung: figures}.
+
+    real and vae: n one-digit test clips and their reconstructions by the pipeline's autoencoder, each scored
+    against its own digit and direction; t2i, t2v and held_out: n prompts of `ladder_pairs` (seen pairs;
+    held-out pairs for held_out), sampled with DDIM `steps` at `guidance` (the pipeline's own by default)
+    from one generator seeded `seed`.
+    """
+    real, digits, directions = real_clips(n)
+    rungs = {"real": {**digit_figures(real, digits), **motion_figures(real, directions)}}
+    reconstructed = pipe.decode(pipe.encode(real.to(pipe.device))).clamp(-1, 1).cpu()
+    rungs["vae"] = {**digit_figures(reconstructed, digits), **motion_figures(reconstructed, directions)}
+    options = {"steps": steps, "guidance": pipe.config.guidance if guidance is None else guidance}
+    for rung, frames, held_out in (("t2i", 1, False), ("t2v", None, False), ("held_out", None, True)):
+        pairs = ladder_pairs(n, held_out)
+        prompts = [prompt(d, k) for d, k in pairs.tolist()]
+        started = time.perf_counter()
+        clips = text_to_video(pipe, prompts, torch.Generator().manual_seed(seed), frames=frames, **options).cpu()
+        figures = digit_figures(clips, pairs[:, 0])
+        if clips.shape[1] > 1:
+            figures |= motion_figures(clips, pairs[:, 1])
+        rungs[rung] = {**figures, "sample_seconds": round(time.perf_counter() - started, 1)}
+    return {"n": n, "steps": steps, **options, "rungs": rungs}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m minilineage.recipes.video_ladder",
+                                     description="Climb chapter 7's ladder for a text-to-video checkpoint and write its record.")
+    parser.add_argument("model", help="a checkpoint name (videodit-moving-mnist) or a .pt path")
+    parser.add_argument("--n", type=int, default=100, help="clips and prompts per rung (default: 100)")
+    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's own)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the record's path (default: assets/studies/ladder-MODEL.json)")
+    args = parser.parse_args(argv)
+    if args.n < 1 or args.steps < 1:
+        parser.error("--n and --steps must be at least 1")
+    pipe = load_model(args.model).eval()
+    if not isinstance(pipe, DiffusionPipeline) or pipe.autoencoder is None:
+        parser.error(f"{args.model} is not a latent text-to-video pipeline (e.g. videodit-moving-mnist)")
+    load, started = os.getloadavg()[0], time.perf_counter()
+    record = {"model": args.model, "command": "python -m minilineage.recipes.video_ladder " + " ".join(argv or sys.argv[1:]),
+              "device": f"cpu ({torch.get_num_threads()} threads)", "machine": platform.processor() or platform.machine(),
+              "load_average_at_start": round(load, 2), "torch": torch.__version__,
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              **ladder(pipe, args.n, args.steps, args.guidance)}
+    record["wall_time_s"] = round(time.perf_counter() - started, 1)
+    out = args.out or CHECKPOINT_DIR.parent / "studies" / f"ladder-{Path(args.model).stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    for rung, figures in record["rungs"].items():
+        print(f"{rung:9s} " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "sample_seconds"))
+    print(f"wrote {out} in {record['wall_time_s']} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
