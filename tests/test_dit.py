@@ -130,6 +130,25 @@ def test_text_reaches_the_tokens_through_cross_attention_and_padding_is_ignored(
         tiny()(x, t, context=ctx)
 
 
+def test_pooled_context_puts_the_mean_of_the_kept_text_tokens_into_the_condition():
+    torch.manual_seed(0)
+    model = randomize_(tiny(context_dim=8, pooled_context=True)).eval()
+    t, ctx = torch.tensor([5, 500]), torch.randn(2, 4, 8)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    c = model.condition(t, None, (7, 7), ctx, mask)
+    mean = torch.stack([ctx[0, :2].mean(0), ctx[1, :3].mean(0)])  # the kept tokens only
+    expected = model.condition(t, None, (7, 7)) + model.context_pool(mean)[:, None]
+    torch.testing.assert_close(c, expected)
+    other_padding = ctx.clone()
+    other_padding[~mask] = 9.0
+    torch.testing.assert_close(model.condition(t, None, (7, 7), other_padding, mask), c)
+    frames = model.condition(torch.tensor([[5, 0], [500, 7]]), None, (2, 7, 7), ctx, mask)  # per-frame t: per token
+    assert frames.shape == (2, 2 * 49, 32) and not torch.allclose(frames, model.condition(torch.tensor([[5, 0], [500, 7]]), None, (2, 7, 7)))
+    assert tiny(context_dim=8).context_pool is None  # off by default: old checkpoints load unchanged
+    with pytest.raises(ValueError, match="pooled_context needs text tokens"):
+        tiny(pooled_context=True)
+
+
 def test_sizes_the_patches_do_not_divide_are_refused_with_the_sizes():
     model = tiny(in_channels=4, patch=4)
     with pytest.raises(ValueError, match="image height 7 is not divisible by patch size 4"):

@@ -51,12 +51,15 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     num_classes: int | None = None  # class conditioning, plus one "null" class for guidance
     context_dim: int | None = None  # text-token width: adds cross-attention to every block
+    pooled_context: bool = False  # also add the prompt's mean text token, through an MLP, to the condition c
 
     def __post_init__(self):
         if self.width % self.heads:
             raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
         if self.width % 4:
             raise ValueError(f"width {self.width} must be divisible by 4 (sin and cos for rows and columns)")
+        if self.pooled_context and self.context_dim is None:
+            raise ValueError("pooled_context needs text tokens to pool: set context_dim")
 
 
 # Named sizes, as DiT's S / B / L / XL (widths 384 ... 1152, 12-28 blocks), scaled down to MNIST on a
@@ -72,6 +75,14 @@ DIT_SIZES: dict[str, dict] = {
 DIT_PRESETS: dict[str, DiTConfig] = {
     f"DiT-{size}/{p}": DiTConfig(patch=p, **dims) for size, dims in DIT_SIZES.items() for p in (1, 2, 4)
 }
+
+
+def masked_mean(context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The mean of the text tokens (B, N, D) that `mask` (B, N) keeps (all of them for mask=None): (B, D)."""
+    if mask is None:
+        return context.mean(dim=1)
+    keep = mask.to(context.dtype)[..., None]  # (B, N, 1)
+    return (context * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -143,6 +154,10 @@ class DiT(nn.Module):
         self.embed = nn.Linear(p * p * config.in_channels, D)  # the patch embedding, E in ViT's Eq. (1)
         self.time_embed = self.make_time_embed()
         self.label_embed = nn.Embedding(config.num_classes + 1, D) if config.num_classes else None
+        # The prompt as a whole, in c beside t (Imagen's pooled text embedding; SD3's pooled CLIP vector): every
+        # block's adaLN then hears the prompt, where cross-attention lets each token look up what it needs.
+        self.context_pool = (nn.Sequential(nn.Linear(config.context_dim, D), nn.SiLU(), nn.Linear(D, D))
+                             if config.pooled_context else None)
         self.blocks = nn.ModuleList(self.make_block() for _ in range(config.depth))
         self.final = self.make_final(p * p * (config.out_channels or config.in_channels))
         self.initialize_weights()
@@ -214,9 +229,14 @@ class DiT(nn.Module):
 
     # ---------------------------------------------------------------------------------------------
 
-    def condition(self, t: torch.Tensor, y: torch.Tensor | None, grid: Sequence[int]) -> torch.Tensor:
-        """c = embed(t) + embed(y): (B, 1, D) for t (B,); (B, N, D) for per-frame t (B, F) on a grid (F, h, w)."""
+    def condition(self, t: torch.Tensor, y: torch.Tensor | None, grid: Sequence[int], context=None,
+                  context_mask=None) -> torch.Tensor:
+        """c = embed(t) + embed(y) (+ MLP(mean text token) with pooled_context): (B, 1, D) for t (B,); (B, N, D)
+        for per-frame t (B, F) on a grid (F, h, w)."""
         emb = self.time_embed(t.reshape(-1)).reshape(*t.shape, -1)  # (B, D) or (B, F, D)
+        if self.context_pool is not None and context is not None:
+            pooled = self.context_pool(masked_mean(context, context_mask))  # (B or 1, D)
+            emb = emb + (pooled if t.ndim == 1 else pooled[:, None])
         if y is not None and self.label_embed is None:
             raise ValueError("got labels y but this DiT has num_classes=None")
         if self.label_embed is not None:
@@ -239,7 +259,7 @@ class DiT(nn.Module):
             raise ValueError("got a context but this DiT has context_dim=None")
         tokens, grid = self.patchify(x)  # (B, N, p*p*C), grid (h, w)
         h = self.embed(tokens) + self.position_embedding(grid)  # (B, N, D)
-        c = self.condition(t, y, grid)  # (B, 1, D)
+        c = self.condition(t, y, grid, context, context_mask)  # (B, 1, D)
         for block in self.blocks:
             h = block(h, c, context, context_mask)  # (B, N, D)
         out = self.final(h, c)  # (B, N, p*p*C_out)

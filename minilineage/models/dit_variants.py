@@ -95,8 +95,11 @@ class _TokenConditioned(DiT):
     def make_final(self, out_dim: int) -> nn.Module:
         return TokenFinalLayer(self.config.width, out_dim)
 
-    def condition(self, t: torch.Tensor, y: torch.Tensor | None, grid) -> torch.Tensor:
-        """The embeddings of t and of y as two tokens (B, 2, D) (one, (B, 1, D), without labels)."""
+    def condition(self, t: torch.Tensor, y: torch.Tensor | None, grid, context=None, context_mask=None) -> torch.Tensor:
+        """The embeddings of t and of y as two tokens (B, 2, D) (one, (B, 1, D), without labels); text, if any,
+        reaches these variants through cross-attention only."""
+        if self.context_pool is not None:
+            raise ValueError(f"{type(self).__name__} conditions through tokens; pooled_context is not offered")
         if t.ndim != 1:
             raise ValueError(f"{type(self).__name__} takes one timestep per sample, got t of shape {tuple(t.shape)}")
         tokens = [self.time_embed(t)]  # (B, D)
