@@ -93,7 +93,8 @@ def test_the_ladder_climbs_every_rung_of_a_shipped_text_to_video_checkpoint(tmp_
     video_ladder.main(["videodit-moving-mnist", "--n", "3", "--steps", "2", "--guidance", "2", "--out", str(out)])
     record = json.loads(out.read_text())
     rungs = record["rungs"]
-    assert list(rungs) == ["real", "vae", "t2i", "t2v", "held_out"]
+    assert list(rungs) == ["real", "vae", "t2i", "t2v", "held_out", "i2v", "extend"]
+    assert rungs["i2v"]["frames_scored"] == 16 and rungs["extend"]["frames_scored"] == 24  # generated frames only
     assert (record["n"], record["steps"], record["guidance"]) == (3, 2, 2.0)
     assert rungs["real"]["accuracy"] == 1.0 and rungs["real"]["one_digit"] == 1.0  # the judge reads real clips
     assert set(rungs["t2i"]) == {"accuracy", "sample_seconds"}  # one frame: no motion, no identity

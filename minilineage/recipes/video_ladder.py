@@ -6,6 +6,7 @@
   t2v      17-frame clips: the asked-for digit in every frame, and one digit per clip
   motion   does the ink move the way the prompt says? Beside it the same clips scored against a
            shuffled direction (chance) and the real clips' own figure
+  modes    image-to-video and extension, scored on the frames they generate (not the given ones)
 
 Digits are read by the course's LeNet on each frame cut to its digit (`frame_consistency`); motion is
 the centre of ink's path over the first four frames. Every rung can be asked on digit x direction
@@ -36,7 +37,7 @@ from minilineage.data import ArrayData, load_dataset
 from minilineage.data.video import DIRECTIONS
 from minilineage.diffusion import DiffusionPipeline
 from minilineage.recipes.video import centres, frame_consistency, read_digits
-from minilineage.recipes.video_modes import text_to_video
+from minilineage.recipes.video_modes import extend, image_to_video, text_to_video
 
 MOTION_FRAMES = 4  # the motion is read over the first four frames, before most digits reach a wall
 MAX_ANGLE = 60.0  # degrees between the ink's move and the prompt's direction
@@ -125,8 +126,9 @@ def ladder(pipe: DiffusionPipeline, n: int = 100, steps: int = 50, guidance: flo
 
     real and vae: n one-digit test clips and their reconstructions by the pipeline's autoencoder, each scored
     against its own digit and direction; t2i, t2v and held_out: n prompts of `ladder_pairs` (seen pairs;
-    held-out pairs for held_out), sampled with DDIM `steps` at `guidance` (the pipeline's own by default)
-    from one generator seeded `seed`.
+    held-out pairs for held_out); i2v and extend: the real clips' first frames made into clips, and the real
+    clips extended by two windows, each with its own clip's prompt and scored on the generated frames only.
+    All sampled with DDIM `steps` at `guidance` (the pipeline's own by default) from generators seeded `seed`.
     """
     real, digits, directions = real_clips(n)
     rungs = {"real": {**digit_figures(real, digits), **motion_figures(real, directions)}}
@@ -142,6 +144,15 @@ def ladder(pipe: DiffusionPipeline, n: int = 100, steps: int = 50, guidance: flo
         if clips.shape[1] > 1:
             figures |= motion_figures(clips, pairs[:, 1])
         rungs[rung] = {**figures, "sample_seconds": round(time.perf_counter() - started, 1)}
+    # The modes that are given real frames, scored on the frames they generate only (the given ones would flatter
+    # them): image-to-video from each real clip's first frame, and extension by two windows (24 new frames).
+    prompts = [prompt(d, k) for d, k in zip(digits.tolist(), directions.tolist(), strict=True)]
+    for rung, make, new in (("i2v", lambda g: image_to_video(pipe, real[:, 0], prompts, g, **options), 1),
+                            ("extend", lambda g: extend(pipe, real, prompts, g, windows=2, **options), real.shape[1])):
+        started = time.perf_counter()
+        clips = make(torch.Generator().manual_seed(seed)).cpu()
+        rungs[rung] = {**digit_figures(clips[:, new:], digits), "frames_scored": clips.shape[1] - new,
+                       "sample_seconds": round(time.perf_counter() - started, 1)}
     return {"n": n, "steps": steps, **options, "rungs": rungs}
 
 

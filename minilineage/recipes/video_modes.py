@@ -74,16 +74,27 @@ def image_to_video(pipe: DiffusionPipeline, images: Tensor, prompts: Prompts, ge
     return pipe.decode(sample_latents(pipe, prompts, generator, shape, given, **options)).clamp(-1, 1)
 
 
+def tail_latents(pipe: DiffusionPipeline, z: Tensor, keep: int) -> Tensor:
+    """The last `keep` latent frames of latents z (n, f, c, h, w) as a window's first `keep` slots: the last
+    1 + r (keep - 1) frames decoded and encoded again (r: the VAE's frames per latent), so that slot 0 holds
+    a first-frame latent, one frame encoded alone, the only kind training ever put there. z's own last
+    latents would put a latent of r frames in the middle of a clip into slot 0."""
+    frames = 1 + pipe.autoencoder.config.temporal_downsample * (keep - 1)
+    return pipe.encode(pipe.decode(z)[:, -frames:])  # (n, keep, c, h, w)
+
+
 def extend(pipe: DiffusionPipeline, clips: Tensor, prompts: Prompts, generator: torch.Generator, windows: int = 1,
-           keep: int = 2, **options) -> Tensor:
+           keep: int = 2, reencode: bool = True, **options) -> Tensor:
     """Continue clips (n, F, C, H, W) by `windows` more windows: each window is given the last `keep`
-    latent frames so far and adds f - keep new ones. Returns the whole clip, decoded in one go."""
+    latent frames so far (re-encoded so that slot 0 is a first-frame latent, `tail_latents`; reencode=False
+    gives z's own, for comparison) and adds f - keep new ones. Returns the whole clip, decoded in one go."""
     z = pipe.encode(clips)  # (n, f, c, h, w)
     f = z.shape[1]
     if not 1 <= keep < f:
         raise ValueError(f"keep must be between 1 and {f - 1} latent frames, got {keep}")
     for _ in range(windows):
-        given = _given(z[:, :f], {i: z[:, -keep + i] for i in range(keep)})
+        tail = tail_latents(pipe, z, keep) if reencode else z[:, -keep:]  # (n, keep, c, h, w)
+        given = _given(z[:, :f], {i: tail[:, i] for i in range(keep)})
         window = sample_latents(pipe, prompts, generator, (f, *z.shape[2:]), given, **options)
         z = torch.cat([z, window[:, keep:]], dim=1)  # (n, f_so_far + f - keep, c, h, w)
     return pipe.decode(z).clamp(-1, 1)
@@ -98,19 +109,20 @@ def interpolate(pipe: DiffusionPipeline, clips: Tensor, prompts: Prompts, genera
 
 
 def merge(pipe: DiffusionPipeline, first: Tensor, second: Tensor, prompts: Prompts, generator: torch.Generator,
-          keep: int = 2, **options) -> Tensor:
+          keep: int = 2, reencode: bool = True, **options) -> Tensor:
     """One clip from two: the first clip, a transition the model fills in, then the second clip.
 
-    The window is given the last `keep` latent frames of `first` at its start and latent frames
-    1 .. keep of `second` at its end (latent 0 of a clip encodes its first frame alone, a different
-    kind of latent from those in the middle of a clip). Returns all of `first`, the new latents and
-    the rest of `second`, decoded together.
+    The window is given the last `keep` latent frames of `first` at its start (re-encoded so that slot 0
+    is a first-frame latent, as in `extend`) and latent frames 1 .. keep of `second` at its end (latent 0
+    of a clip encodes its first frame alone, a different kind of latent from those in the middle of a
+    clip). Returns all of `first`, the new latents and the rest of `second`, decoded together.
     """
     za, zb = pipe.encode(first), pipe.encode(second)  # (n, f, c, h, w) each
     f = za.shape[1]
     if not 1 <= keep <= (f - 1) // 2:
         raise ValueError(f"keep must be between 1 and {(f - 1) // 2} latent frames to leave one to generate, got {keep}")
-    slots = {i: za[:, f - keep + i] for i in range(keep)} | {f - keep + i: zb[:, 1 + i] for i in range(keep)}
+    tail = tail_latents(pipe, za, keep) if reencode else za[:, -keep:]  # (n, keep, c, h, w)
+    slots = {i: tail[:, i] for i in range(keep)} | {f - keep + i: zb[:, 1 + i] for i in range(keep)}
     window = sample_latents(pipe, prompts, generator, tuple(za.shape[1:]), _given(za, slots), **options)
     z = torch.cat([za, window[:, keep : f - keep], zb[:, 1:]], dim=1)
     return pipe.decode(z).clamp(-1, 1)
