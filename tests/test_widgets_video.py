@@ -73,3 +73,9 @@ def test_denoising_player_steps_through_the_decoded_predictions():
     assert player.current_png() == png_bytes(strip(pipe.decode(records[1]["x0_hat"]).clamp(-1, 1)), 3)
     player.slider.value = 3
     assert player.current_png() == png_bytes(strip(sample), 3)
+    both = denoising_player(pipe, ["a 1"], steps=3, seed=0, show=("xt", "x0_hat"))  # the noisy clip above the guess
+    both.slider.value = 1
+    rows = torch.cat([pipe.decode(records[1][key]).clamp(-1, 1) for key in ("xt", "x0_hat")])
+    assert both.current_png() == png_bytes(strip(rows), 3) and "x_t" in both.captions[1].value
+    with pytest.raises(ValueError, match="one or more of xt, x0_hat"):
+        denoising_player(pipe, ["a 1"], steps=3, show=("noise",))

@@ -57,17 +57,22 @@ def strips(clips: Sequence[torch.Tensor], captions: Sequence[str], scale: int = 
 
 @torch.no_grad()
 def denoising_player(pipe, prompts: Sequence[str], steps: int = 20, seed: int = 0, shape: tuple | None = None,
-                     scale: int = 3) -> FramePlayer:
-    """Every frame of a clip denoised at once: at each reverse step, the predicted clean clip, decoded.
+                     scale: int = 3, show: Sequence[str] = ("x0_hat",)) -> FramePlayer:
+    """Every frame of a clip denoised at once: at each reverse step, the clip as `show` asks, decoded.
 
-    The video DiT denoises all latent frames together; the strip shows the decoded x0_hat of every
-    step, one row per prompt, so the clip sharpens as a whole rather than frame after frame.
+    show picks the rows per prompt: "xt" the noisy clip x_t the sampler holds at that step (decoded
+    as the VAE reads that noisy latent), "x0_hat" the model's prediction of the clean clip. The video
+    DiT denoises all latent frames together, so the clip sharpens as a whole rather than frame after frame.
     """
+    names = {"xt": "the noisy clip x_t", "x0_hat": "predicted clean clip"}
+    if not show or any(key not in names for key in show):
+        raise ValueError(f"show must name one or more of {', '.join(names)}, got {list(show)}")
     generator = torch.Generator(device=pipe.device).manual_seed(seed)
     videos, records = pipe.sample(len(prompts), generator, prompt=list(prompts), steps=steps, shape=shape,
                                   trajectory=True)
-    decoded = [pipe.decode(r["x0_hat"].to(pipe.device)).clamp(-1, 1) for r in records]
-    captions = [f"step {i + 1} of {len(records)} · t = {r['t']} · predicted clean clip, all frames at once"
+    decoded = [torch.cat([pipe.decode(r[key].to(pipe.device)).clamp(-1, 1) for key in show]) for r in records]
+    rows = " over ".join(names[key] for key in show)
+    captions = [f"step {i + 1} of {len(records)} · t = {r['t']} · {rows}, all frames at once"
                 for i, r in enumerate(records)]
     return strips([*decoded, videos], [*captions, "the sample"], scale=scale)
 
