@@ -33,6 +33,7 @@ def test_text_to_video_and_text_to_image_at_any_length_and_size(pipe):
     assert modes.text_to_video(pipe, ["a 3", "an 8"], g).shape == (2, 9, 1, 16, 16)
     assert modes.text_to_video(pipe, ["a 3"], g, frames=1).shape == (1, 1, 1, 16, 16)
     assert modes.text_to_video(pipe, ["a 3"], g, frames=13, size=24).shape == (1, 13, 1, 24, 24)
+    assert modes.text_to_video(pipe, ["a 3"], g, frames=5, size=(16, 32)).shape == (1, 5, 1, 16, 32)  # 1:2 aspect
     with pytest.raises(ValueError, match="use 9 or 13 frames"):
         modes.text_to_video(pipe, ["a 3"], g, frames=10)
 
