@@ -34,6 +34,15 @@ from minilineage.train import PRECISIONS, pick_device
 SAMPLE_SUFFIXES = (".npz", ".png")
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type: a frame size, "32" (square) or "HxW" such as "24x48" (height by width), each side >= 1."""
+    sides = text.lower().split("x")
+    if len(sides) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected a side (32) or HEIGHTxWIDTH (24x48), got {text!r}")
+    height, width = map(positive_int, sides * 2 if len(sides) == 1 else sides)
+    return height, width
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer >= 1."""
     try:
@@ -255,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--mode", choices=video_cli.MODES, help="which frames are given (see below; default: edit with --strength, else t2v)")
     v.add_argument("--frames", type=positive_int, help="frames of a clip drawn from the prompt, 1 + 4k (default: the "
                    "training clips'; 1 = an image, still stored as (N, 1, C, H, W))")
-    v.add_argument("--size", type=positive_int, help="frame side of a clip drawn from the prompt (default: the training size)")
+    v.add_argument("--size", type=frame_size, help="frame size of a clip drawn from the prompt: a side (32) or "
+                   "HEIGHTxWIDTH for other aspect ratios (24x48); default: the training size")
     v.add_argument("--init-video", nargs="+", metavar="CLIP.npz", help="input clips: an .npz with uint8 `images` "
                    "(N, F, C, H, W) as `sample` writes; two files for --mode merge")
     v.add_argument("--strength", type=float, help="--mode edit: how far to noise the clips, 0 (keep) .. 1 (ignore them)")

@@ -154,7 +154,7 @@ def sample_clips(pipe: DiffusionPipeline, args, generator: torch.Generator) -> n
                          f"{tuple(inputs[1].shape[1:])}")
     if not inputs or mode == "i2v":
         config = pipe.autoencoder.config
-        height, width = (args.size, args.size) if args.size else inputs[0].shape[-2:] if inputs else config.frame_size
+        height, width = args.size if args.size else inputs[0].shape[-2:] if inputs else config.frame_size
         check_fits(pipe, args.frames or config.frames, height, width)
     n = args.n or max((len(x) for x in inputs), default=64)
     inputs = [x[torch.arange(n) % len(x)] for x in inputs]  # one output per input clip, cycled to --n

@@ -66,6 +66,7 @@ def test_text_to_video_is_the_mode_function_with_the_prompts_digit_as_label(ckpt
 
 def test_frames_and_sizes_beyond_training_and_single_frames(ckpt, tmp_path):
     assert sample(ckpt, tmp_path / "a.npz", "--n", "2", "--frames", "13", "--size", "24").shape == (2, 13, 1, 24, 24)
+    assert sample(ckpt, tmp_path / "w.npz", "--n", "1", "--size", "16x32").shape == (1, 9, 1, 16, 32)  # 1:2 aspect
     assert sample(ckpt, tmp_path / "b.npz", "--n", "2", "--frames", "1").shape == (2, 1, 1, 16, 16)  # text to image
     two = sample(ckpt, tmp_path / "c.npz", "--n", "3", "--batch-size", "2", "--prompt", PROMPT)  # batches of 2, then 1
     assert two.shape == (3, 9, 1, 16, 16)
@@ -146,6 +147,8 @@ def error_of(capsys, ckpt, out, *flags) -> str:
 def test_lengths_and_sizes_that_do_not_fit_name_the_ones_that_do(ckpt, clips, capsys, tmp_path):
     assert "use 5 or 9 frames" in error_of(capsys, ckpt, tmp_path / "x.npz", "--frames", "6")
     assert "needs a multiple of 8; use 16 or 24" in error_of(capsys, ckpt, tmp_path / "x.npz", "--size", "20")
+    assert "needs a multiple of 8; use 16 or 24" in error_of(capsys, ckpt, tmp_path / "x.npz", "--size", "16x20")
+    assert "HEIGHTxWIDTH (24x48)" in error_of(capsys, ckpt, tmp_path / "x.npz", "--size", "16x20x4")
     np.savez(tmp_path / "odd.npz", images=np.zeros((1, 6, 1, 16, 16), np.uint8))
     assert "odd.npz: a causal VAE" in error_of(capsys, ckpt, tmp_path / "x.npz", "--init-video", str(tmp_path / "odd.npz"),
                                                "--strength", "0.5")
