@@ -101,7 +101,9 @@ def test_the_ladder_climbs_every_rung_of_a_shipped_text_to_video_checkpoint(tmp_
     for rung in ("real", "vae", "t2v", "held_out"):
         assert {"accuracy", "identity", "one_digit", "motion", "motion_shuffled"} <= set(rungs[rung])
         assert all(0 <= rungs[rung][k] <= 1 for k in ("accuracy", "identity", "one_digit", "motion"))
-    assert "t2v" in capsys.readouterr().out and record["command"].endswith("--out " + str(out))
+    table = capsys.readouterr().out
+    assert table == video_ladder.ladder_table(record) + "\n" and record["command"].endswith("--out " + str(out))
+    assert "text-to-image (frames=1)" in table and f"{rungs['t2v']['accuracy']:.0%}" in table.splitlines()[5]
 
 
 def test_the_ladder_refuses_a_model_that_is_not_text_to_video(capsys):

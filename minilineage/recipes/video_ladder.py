@@ -156,6 +156,39 @@ def ladder(pipe: DiffusionPipeline, n: int = 100, steps: int = 50, guidance: flo
     return {"n": n, "steps": steps, **options, "rungs": rungs}
 
 
+RUNGS = {  # rung: what it judges, as the table prints it
+    "real": "held-out one-digit test clips",
+    "vae": "the same clips through the VAE",
+    "t2i": "text-to-image (frames=1)",
+    "t2v": "text-to-video, seen pairs",
+    "held_out": "text-to-video, held-out pairs",
+    "i2v": "image-to-video, generated frames",
+    "extend": "extension x2, the 24 new frames",
+}
+
+
+def ladder_record(model: str) -> dict:
+    """The ladder record of a shipped checkpoint, assets/studies/ladder-MODEL.json (made by this module's command)."""
+    path = CHECKPOINT_DIR.parent / "studies" / f"ladder-{model}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no record {path}: make it with `python -m minilineage.recipes.video_ladder {model}`")
+    return json.loads(path.read_text())
+
+
+def ladder_table(record: dict) -> str:
+    """A ladder record as a text table: per rung the asked-for digit, one digit per clip, identity and motion
+    (with its shuffled-direction control), in percent; "-" where a rung has no such figure."""
+    def cell(figures: dict, key: str) -> str:
+        return f"{figures[key]:.0%}" if key in figures else "-"
+
+    lines = [f"{record['n']} clips or prompts per rung, {record['steps']} DDIM steps, guidance {record['guidance']:g}",
+             f"{'rung':34s} {'digit':>6s} {'one digit':>10s} {'identity':>9s} {'motion':>7s} {'shuffled':>9s}"]
+    for rung, figures in record["rungs"].items():
+        lines.append(f"{RUNGS.get(rung, rung):34s} {cell(figures, 'accuracy'):>6s} {cell(figures, 'one_digit'):>10s} "
+                     f"{cell(figures, 'identity'):>9s} {cell(figures, 'motion'):>7s} {cell(figures, 'motion_shuffled'):>9s}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minilineage.recipes.video_ladder",
                                      description="Climb chapter 7's ladder for a text-to-video checkpoint and write its record.")
@@ -181,8 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or CHECKPOINT_DIR.parent / "studies" / f"ladder-{Path(args.model).stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
-    for rung, figures in record["rungs"].items():
-        print(f"{rung:9s} " + "  ".join(f"{k} {v:.3f}" for k, v in figures.items() if k != "sample_seconds"))
+    print(ladder_table(record))
     print(f"wrote {out} in {record['wall_time_s']} s", file=sys.stderr)
 
 
