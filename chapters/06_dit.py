@@ -738,8 +738,8 @@ claim("from 25 steps on, all four lie within 5 points of each other, inside the 
 # **Where training puts its effort.** What made the two networks differ is the training weighting. Write both losses in one currency, the squared error of the noise estimate $\hat\epsilon$
 # at log-SNR $\lambda = \log(\bar\alpha / (1 - \bar\alpha))$ (Kingma & Gao 2023; Gao et al. 2024). The $v$ loss is
 # $\lVert \hat v - v \rVert^2 = (1 + e^{-\lambda})\,\lVert \hat\epsilon - \epsilon \rVert^2$; the flow loss is
-# $\lVert \hat u - u \rVert^2 = \lVert \hat\epsilon - \epsilon \rVert^2 / (1 - s)^2 = (1 + e^{-\lambda/2})^2\,\lVert \hat\epsilon
-# - \epsilon \rVert^2$ at flow time $s$. Both identities, checked on a random error at $t = 700$:
+# $\lVert \hat u - u \rVert^2 = \lVert \hat\epsilon - \epsilon \rVert^2 / (1 - s)^2 = (1 + e^{-\lambda/2})^2\,\lVert \hat\epsilon -
+# \epsilon \rVert^2$ at flow time $s$. Both identities, checked on a random error at $t = 700$:
 
 # %%
 t_check = torch.full((8,), 700)
