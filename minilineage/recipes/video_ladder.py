@@ -34,7 +34,7 @@ from torch import nn
 
 from minilineage.checkpoint import CHECKPOINT_DIR, load_model
 from minilineage.data import ArrayData, load_dataset
-from minilineage.data.video import DIRECTIONS
+from minilineage.data.video import DIRECTIONS, motion_caption
 from minilineage.diffusion import DiffusionPipeline
 from minilineage.recipes.video import centres, frame_consistency, read_digits
 from minilineage.recipes.video_modes import extend, image_to_video, text_to_video
@@ -50,7 +50,7 @@ HELD_OUT_PAIRS = tuple((d, 3 * d % len(DIRECTIONS)) for d in range(10))
 
 def prompt(digit: int, direction: int) -> str:
     """The one-digit prompt of a pair, in the captions' own words: "a 3 moves up-left", "an 8 moves down"."""
-    return f"{'an' if digit == 8 else 'a'} {digit} moves {DIRECTIONS[direction][0]}"
+    return motion_caption([digit], [direction], [False])
 
 
 def ladder_pairs(n: int, held_out: bool = False) -> torch.Tensor:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import torch
 
 from minilineage.data import caption_batches, load_dataset
-from minilineage.data.video import DIRECTIONS
+from minilineage.data.video import DIRECTIONS, motion_caption
 from minilineage.models.video_clip import VideoCLIP, video_clip_loss
 from minilineage.recipes.core import Preset, Recipe, register
-from minilineage.recipes.video_ladder import prompt
 from minilineage.train import TrainConfig
 
 EVAL_CLIPS = 200
@@ -25,7 +24,7 @@ def eval_video_clip(model: VideoCLIP, device: torch.device, n: int = EVAL_CLIPS)
     similar prompt names their digit, their direction, and both."""
     test = load_dataset("moving-mnist", "test", n=n, digits=1)
     pairs = [(d, k) for d in range(10) for k in range(len(DIRECTIONS))]
-    chosen = torch.tensor(pairs)[model.eval().retrieval(test.float_images().to(device), [prompt(*p) for p in pairs]).cpu()]
+    chosen = torch.tensor(pairs)[model.eval().retrieval(test.float_images().to(device), [motion_caption([d], [k], [False]) for d, k in pairs]).cpu()]
     digit = chosen[:, 0] == test.info["digits"][:, 0]
     direction = chosen[:, 1] == test.info["directions"][:, 0]
     return {"digit": round(digit.float().mean().item(), 4), "direction": round(direction.float().mean().item(), 4),
