@@ -53,21 +53,23 @@ def test_extension_keeps_the_clip_and_adds_f_minus_keep_latent_frames_per_window
         modes.extend(pipe, clips, ["a 3", "a 4"], torch.Generator(), keep=3)
 
 
-def test_extension_and_merging_give_slot_0_a_first_frame_latent_as_training_did(pipe, clips, monkeypatch):
-    seen = []
+def test_extension_and_merging_can_give_slot_0_a_first_frame_latent_as_training_did(pipe, clips, monkeypatch):
+    seen = []  # the GivenFrames of every window sampled
     real = modes.sample_latents
     monkeypatch.setattr(modes, "sample_latents", lambda *args, **kw: seen.append(args[4]) or real(*args, **kw))
     z = pipe.encode(clips)  # (2, 3, c, h, w): latent 0 is frame 0 alone, latents 1 and 2 four frames each
-    modes.extend(pipe, clips, ["a 3", "a 4"], torch.Generator().manual_seed(0), windows=1, keep=2)
-    tail = pipe.decode(z)[:, -5:]  # 1 + 4 (keep - 1) frames: frame 4 alone, then frames 5-8
+    modes.extend(pipe, clips, ["a 3", "a 4"], torch.Generator().manual_seed(0), windows=1, keep=2, reencode=True)
+    tail = clips[:, -5:]  # 1 + 4 (keep - 1) of the clip's own frames: frame 4 alone, then frames 5-8
     first_frame = pipe.encode(tail[:, :1])[:, 0]  # an image is a 1-frame video
     torch.testing.assert_close(seen[-1].x0[:, 0], first_frame, atol=1e-5, rtol=0)
-    torch.testing.assert_close(seen[-1].x0[:, :2], modes.tail_latents(pipe, z, 2))
+    torch.testing.assert_close(seen[-1].x0[:, :2], modes.tail_latents(pipe, z, 2, clips))
+    modes.extend(pipe, clips, ["a 3", "a 4"], torch.Generator().manual_seed(0), windows=2, keep=2, reencode=True)
+    assert not torch.allclose(seen[-1].x0[:, 0], first_frame)  # a later window: its tail is generated, decoded
     assert seen[-1].mask[:, :2].all() and not seen[-1].mask[:, 2:].any()
-    modes.extend(pipe, clips, ["a 3", "a 4"], torch.Generator().manual_seed(0), windows=1, keep=2, reencode=False)
-    torch.testing.assert_close(seen[-1].x0[:, :2], z[:, -2:])  # the old way: a mid-clip latent in slot 0
-    modes.merge(pipe, clips, clips.flip(0), ["a 3", "a 4"], torch.Generator().manual_seed(0), keep=1)
-    torch.testing.assert_close(seen[-1].x0[:, 0], pipe.encode(pipe.decode(z)[:, -1:])[:, 0])
+    modes.extend(pipe, clips, ["a 3", "a 4"], torch.Generator().manual_seed(0), windows=1, keep=2)
+    torch.testing.assert_close(seen[-1].x0[:, :2], z[:, -2:])  # the default: z's own, a mid-clip latent in slot 0
+    modes.merge(pipe, clips, clips.flip(0), ["a 3", "a 4"], torch.Generator().manual_seed(0), keep=1, reencode=True)
+    torch.testing.assert_close(seen[-1].x0[:, 0], pipe.encode(clips[:, -1:])[:, 0])
     torch.testing.assert_close(seen[-1].x0[:, 2], pipe.encode(clips.flip(0))[:, 1])
 
 
