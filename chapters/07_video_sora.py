@@ -19,7 +19,9 @@
 # is to draw each frame on its own. It fails, and seeing why leads step by step to the design OpenAI's Sora report
 # describes ("Video generation models as world simulators", 2024) and that Open-Sora, CogVideoX and Movie Gen
 # published in detail. In one line, **Sora = a VAE that compresses time as well as space + a DiT over spacetime
-# patches + frame masks**, trained on videos of their native size and length.
+# patches**, trained on videos of their native size and length. The report also shows one model extending,
+# interpolating and animating given frames without saying how it conditions on them; here that comes from Open-Sora's
+# published answer, **frame masks**.
 #
 # **You will learn**
 # 1. why frames drawn one at a time do not make a video, measured with the course's classifier;
@@ -340,7 +342,7 @@ claim("the prompt does not steer the motion: clips move as asked within 10 point
 # Chance is about three directions in eight within 60°, and the real clips' shuffled figure (32 %) is that chance;
 # their own 84 % is the most a model can score on this judge. Image-to-video and extension, scored on the frames
 # they make (not the given ones), keep a given digit a little better than the model draws one from text (41 % and
-# 36 %). The held-out row asks for ten digit × direction pairs (`HELD_OUT_PAIRS`) that a model trained without them
+# 41 %). The held-out row asks for ten digit × direction pairs (`HELD_OUT_PAIRS`) that a model trained without them
 # has never seen; this one saw them all, so here it only shows the test runs. The ladder does not say *which* part
 # of the design is at fault; measuring one change at a time against it is how to find out.
 #
@@ -361,17 +363,17 @@ claim("but not clips more often of the digit asked for: accuracy at guidance 6 i
       by_guidance[6.0]["accuracy"] <= by_guidance[3.0]["accuracy"])
 
 # %% [markdown]
-# Without guidance (scale 1) the clips are less coherent than the naive ones (restyle 0.096 for 100 prompts); guidance
-# is what holds them together. Beyond 3 it keeps raising identity (0.46, 0.58, 0.71) and lowering restyle (0.096,
-# 0.059, 0.043), but accuracy falls back (0.25, 0.31, 0.27) and the motion turns jerky (jitter 0.73, 0.78, 1.04): a
-# strong push toward "what the prompt looks like" freezes whatever the model first drew, right digit or not. That is
-# why the recipe samples at 3.
+# Without guidance (scale 1) the clips change their strokes from frame to frame about as much as the naive ones
+# (restyle in the table); guidance is what holds them together. Beyond 3 it keeps raising identity and lowering
+# restyle, but accuracy falls back and the motion turns jerky (jitter rises): a strong push toward "what the prompt
+# looks like" freezes whatever the model first drew, right digit or not. That is why the recipe samples at 3.
 #
-# The reverse process, all frames at once: at each step the player shows the DiT's current guess of the clean clip,
-# decoded, one row per prompt. The clip sharpens as a whole, not frame after frame.
+# The reverse process, all frames at once. At each step the player shows, for two prompts, the noisy clips $x_t$ the
+# sampler holds (top two rows, decoded: what the VAE makes of a noisy latent) and the DiT's current guess of the clean
+# clips (bottom two rows, $\hat x_0$, decoded). The clip sharpens as a whole, not frame after frame.
 
 # %%
-denoising_player(video, ["a 3 moves right", "a 7 moves down"], steps=6 if FAST else 25)
+denoising_player(video, ["a 3 moves right", "a 7 moves down"], steps=4 if FAST else 25, show=("xt", "x0_hat"))
 
 # %% [markdown]
 # ## 7. One model, every mode: which latent frames are given
@@ -412,32 +414,32 @@ strips([real[:2], *[out[:2] for out in results.values()]], ["the input clips", *
 
 # %% [markdown]
 # The chooser above steps through the modes (press play, or drag the slider). How well does each keep to what it was
-# given? For image-to-video, LeNet's reading of the clip against the digit of the given image; for extension, the new
-# frames only (17 to 41) against the clip's digit, which the model must carry over from the two given latent frames
-# across more than twice the training length:
+# given? Each is scored on the frames it *generates* only, against the clip's digit (the given frames would flatter
+# it): image-to-video on frames 1 to 16 (frame 0 is the given image); extension on the new frames 17 to 40, which
+# the model must carry over from the two given latent frames across more than twice the training length;
+# interpolation on frames 1 to 12 (its first latent frame is frame 0, its last frames 13 to 16):
 
 # %%
-mode_scores = {
-    "image-to-video": frame_consistency(results["image-to-video: frame 0 given"], digits[:k]),
-    "extension: new frames 17-40": frame_consistency(results["extension x2 windows: 17 -> 41 frames"][:, 17:], digits[:k]),
-    "interpolation": frame_consistency(results["interpolation: first and last given"], digits[:k]),
-}
+generated_only = {"image-to-video: frames 1-16": results["image-to-video: frame 0 given"][:, 1:],
+                  "extension: new frames 17-40": results["extension x2 windows: 17 -> 41 frames"][:, 17:],
+                  "interpolation: frames 1-12": results["interpolation: first and last given"][:, 1:13]}
+mode_scores = {name: frame_consistency(clips, digits[:k]) for name, clips in generated_only.items()}
 show_scores(mode_scores)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-claim("given both ends, interpolation's frames show the clip's digit more often than image-to-video's, given one",
-      mode_scores["interpolation"]["accuracy"] > mode_scores["image-to-video"]["accuracy"])
+claim("every mode's generated frames show the given clip's digit more often than chance (10 %)",
+      all(scores["accuracy"] > 0.1 for scores in mode_scores.values()))
 claim("extension made clips of 41 frames, 2.4x the training length, in one latent video",
       results["extension x2 windows: 17 -> 41 frames"].shape[1] == 41)
 
 # %% [markdown]
-# The more the model is given, the more it keeps: at 50 steps, interpolation's frames are read as the clip's digit
-# in 59 %, image-to-video's in 44 %, and extension carries the digit over 24 new frames, past anything it was trained
-# on, as well as image-to-video does over 16 (44 %). All three lose the digit's shape within a few frames of the
-# given ones, as section 6's clips did; in the strips above, the first frames of image-to-video are the given image
-# and the next already a softer copy. Frame masks give the model the right *inputs* for every mode; carrying a shape
-# forward faithfully is the same skill text-to-video lacks at this scale.
+# With 10 clips the three rows differ by less than their noise, so this table cannot say that a mode given more
+# keeps more; the ladder of section 6 scores image-to-video and extension the same way on 100 clips (41 % and 41 %
+# of the generated frames read as the clip's digit, against 31 % for text-to-video). All three lose the digit's
+# shape within a few frames of the given ones, as section 6's clips did; in the strips above, the first frames of
+# image-to-video are the given image and the next already a softer copy. Frame masks give the model the right
+# *inputs* for every mode; carrying a shape forward faithfully is the same skill text-to-video lacks.
 #
 # **Editing.** SDEdit needs no masks at all: noise the clip's latents to a time $t = sT$ and denoise them with a new
 # prompt. At strength $s = 0$ the clip comes back as the VAE reconstructs it; at $s = 1$ the input is forgotten.
@@ -462,9 +464,9 @@ claim("the share of frames read as the new digit grows with the strength",
       edited[0.0]["accuracy"] < edited[0.5]["accuracy"] < edited[1.0]["accuracy"])
 
 # %% [markdown]
-# The share does grow, from the clips that were 5s already (strength 0) to 36 % at strength 1 (for 10 clips at 50
-# steps), but slowly: at 0.5 only 11 % of frames read as a 5 while the clips' identity has fallen from 0.90 to 0.69.
-# Half-way, this model mostly blurs the old digit rather than writes a new one; drag the slider to see where it
+# The share does grow with the strength (the printout: 10 clips, so a few frames either way are noise), from the
+# clips that were 5s already at strength 0, but slowly, and while it does the clips' identity falls a long way:
+# half-way, this model mostly blurs the old digit rather than writes a new one. Drag the slider to see where it
 # lets go of the input.
 #
 # ## 8. Sizes and lengths never seen in training
@@ -701,5 +703,12 @@ exercise("ch7.flicker", my_flicker)
 #   clips, and a video DiT trained on its captions that follows the prompt's digit in 15 % of frames, against 9 %
 #   (chance) on the poor caption and 19 % on the true ones. Better captions, better prompt following, even from a weak
 #   captioner.
+# - The Sora report names its own limits: it does not model the physics of many basic interactions (glass
+#   shattering), an action does not always change an object's state (a bitten cookie without a bite mark), and long
+#   samples drift into incoherence or grow objects out of nowhere. Two of these have measurable analogues here, in
+#   section 6's ladder: long-duration drift is extension losing the digit over its new frames, objects out of nowhere
+#   are clips whose frames LeNet does not read as one digit. The report also claims object permanence (a thing that
+#   is occluded comes back as itself); for two digits crossing, that test needs frames large enough for the digits to
+#   be apart most of the time, and is not measured here yet.
 # - Everything here scales by its presets: the same code trains on GPUs with `--preset gpu`, and on UCF-101's real
 #   videos.
