@@ -32,10 +32,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from minilineage.checkpoint import CHECKPOINT_DIR, load_model
+from minilineage.checkpoint import load_model
 from minilineage.data import ArrayData, load_dataset
 from minilineage.data.video import DIRECTIONS, motion_caption
 from minilineage.diffusion import DiffusionPipeline
+from minilineage.recipes.dit_studies import STUDY_DIR
 from minilineage.recipes.video import centres, frame_consistency, read_digits
 from minilineage.recipes.video_modes import extend, image_to_video, text_to_video
 
@@ -169,7 +170,7 @@ RUNGS = {  # rung: what it judges, as the table prints it
 
 def ladder_record(model: str) -> dict:
     """The ladder record of a shipped checkpoint, assets/studies/ladder-MODEL.json (made by this module's command)."""
-    path = CHECKPOINT_DIR.parent / "studies" / f"ladder-{model}.json"
+    path = STUDY_DIR / f"ladder-{model}.json"
     if not path.exists():
         raise FileNotFoundError(f"no record {path}: make it with `python -m minilineage.recipes.video_ladder {model}`")
     return json.loads(path.read_text())
@@ -211,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               **ladder(pipe, args.n, args.steps, args.guidance)}
     record["wall_time_s"] = round(time.perf_counter() - started, 1)
-    out = args.out or CHECKPOINT_DIR.parent / "studies" / f"ladder-{Path(args.model).stem}.json"
+    out = args.out or STUDY_DIR / f"ladder-{Path(args.model).stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(ladder_table(record))
