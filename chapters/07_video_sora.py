@@ -32,7 +32,9 @@
 # 5. text-to-video, text-to-image, image-to-video, extension to several times the training length, interpolation,
 #    merging and SDEdit editing, all from one checkpoint, by choosing which latent frames are given;
 # 6. generation at sizes and lengths never seen in training;
-# 7. re-captioning: a small CoCa captioner that writes captions for clips that came with a poor one, and what training
+# 7. how to find what holds a model back: a ladder of measurements from real clips to the model, and design changes
+#    tried one at a time on its image rung; prompts that choose both the digit and its motion;
+# 8. re-captioning: a small CoCa captioner that writes captions for clips that came with a poor one, and what training
 #    on its captions buys over the poor ones (measured against the true captions).
 #
 # The data is `moving-mnist`: one or two `mnist-5k` digits bouncing in a 32 × 32 frame for 17 frames, generated on
@@ -47,7 +49,7 @@ import minilineage
 from minilineage.checkpoint import load_model
 from minilineage.checks import claim
 from minilineage.data import load_dataset
-from minilineage.data.video import DIRECTIONS, POOR_CAPTION, frame_masks
+from minilineage.data.video import POOR_CAPTION, frame_masks
 from minilineage.diffusion import DiffusionPipeline
 from minilineage.exercises import exercise, show_solution  # noqa: F401  (show_solution: section 12)
 from minilineage.layers import sincos_3d
@@ -56,7 +58,8 @@ from minilineage.recipes import video_modes as modes
 from minilineage.recipes.dit import study_records
 from minilineage.recipes.recaption import caption_figures, recaption, study_clips
 from minilineage.recipes.video import frame_consistency, image_vae_at, naive_clips, per_frame, reconstruction_figures
-from minilineage.recipes.video_ladder import ladder_record, ladder_table
+from minilineage.recipes.video_design import VARIANTS
+from minilineage.recipes.video_ladder import ladder_pairs, ladder_record, ladder_table, motion_figures, prompt
 from minilineage.widgets import png_bytes, train_with_plot
 from minilineage.widgets.video import denoising_player, sdedit_player, strip, strips, video_player
 
@@ -114,9 +117,10 @@ scores = {"real clips": frame_consistency(real, digits), "naive: frames drawn on
 
 def show_scores(rows: dict) -> None:
     """One line of frame_consistency figures per row."""
-    print(f"{'':36s} {'identity':>9s} {'accuracy':>9s} {'restyle':>8s} {'jump':>6s} {'jitter':>7s}")
+    print(f"{'':36s} {'identity':>9s} {'accuracy':>9s} {'restyle':>8s} {'jump':>6s} {'jitter':>7s} {'motion':>7s}")
     for name, s in rows.items():
-        print(f"{name:36s} {s['identity']:9.3f} {s['accuracy']:9.3f} {s['restyle']:8.3f} {s['jump']:6.2f} {s['jitter']:7.2f}")
+        motion = f"{s['motion']:7.2f}" if "motion" in s else f"{'-':>7s}"  # clips that move as asked (section 6)
+        print(f"{name:36s} {s['identity']:9.3f} {s['accuracy']:9.3f} {s['restyle']:8.3f} {s['jump']:6.2f} {s['jitter']:7.2f} {motion}")
 
 
 show_scores(scores)
@@ -248,7 +252,12 @@ claim("every token of a 5 x 4 x 4 grid gets its own position", len(torch.unique(
 # The Sora report insists on training at each clip's native size and length, without cropping to one shape; it
 # keeps the whole subject in frame and lets one model make clips of any shape. Batches of one shape are needed for a
 # GPU, so training draws from **buckets**: each batch comes from one of four (`video_buckets`), 17-frame and 9-frame
-# clips of 32 × 32, 17-frame clips of 24 × 24, and single 32 × 32 frames: images, trained as 1-frame videos.
+# clips of 32 × 32, 17-frame clips of 24 × 24, and single 32 × 32 frames: images, trained as 1-frame videos. Before
+# the buckets comes a stage of images alone, as Open-Sora 1.x and Movie Gen train: the first 3,000 steps see only
+# single frames of one-digit clips, 64 to a batch (an image is 16 tokens, a clip 80). The cheap stage learns what the
+# digits look like; the expensive one learns how they move. Clips of ten digit × direction pairs (`HELD_OUT_PAIRS`:
+# a 0 moving right, a 1 moving up, ...) are left out of every stage, so that section 6 can ask for pairs the model
+# has never seen.
 #
 # Then **frame masks** (Open-Sora 1.x): half of the clips are trained as plain generation; in the other half some
 # latent frames are given *clean*, and the network sees them with timestep 0 and is asked only for the others
@@ -267,23 +276,37 @@ print(f"record: {record['command']} | {train['steps']} steps x {train['batch_siz
       f"on {record['device']} | {record['parameters'] / 1e6:.2f} M parameters | its evaluation: {record['metrics']}")
 
 # %% [markdown]
-# Prompts are read by Chapter 4's CLIP text encoder (`clip-mnist`), frozen, through cross-attention. Its vocabulary
-# was learnt from captions such as "a handwritten seven": it knows the digits, but reads every motion word ("moves",
-# "left", "bounces") as the unknown token. So a prompt here can choose the digit, not the motion. That is the problem
-# DALL·E 3 and Sora solve by re-captioning their data (sections 10 and 11).
+# Prompts are read by the text encoder of `clip-moving-mnist`, frozen. It is Chapter 4's CLIP retrained on this
+# chapter's own (clip, caption) pairs, with a video tower over the causal VAE's latents in place of the image tower.
+# Its vocabulary holds every caption word: the digits, "moves", the directions, "bounces", "and". Chapter 4's
+# `clip-mnist` learnt its words from captions such as "a handwritten seven", and reads every motion word as the
+# unknown token. The DiT reads the prompt in two ways: cross-attention to every text token, and the mean text token
+# added to the condition vector that adaLN-Zero reads (`pooled_context`, the pooled text vector of Imagen and Stable
+# Diffusion 3). The CLIP's own record, judged by retrieval (for held-out clips, which of the 80 one-digit prompts
+# is most similar?):
+
+# %%
+clip_record = study_records(["clip-moving-mnist"])["clip-moving-mnist"]
+m = clip_record["metrics"]
+print(f"record: {clip_record['command']} | {clip_record['wall_time_s']:.0f} s on {clip_record['device']} | "
+      f"retrieval picks the right digit for {m['digit']:.1%} of 200 held-out clips, the right direction for "
+      f"{m['direction']:.1%}, both for {m['both']:.1%} (chance: 10 %, 12.5 %, 1.25 %)")
 #
 # ## 6. Text-to-video
 #
-# One prompt per held-out clip of section 2 (100; 20 in fast mode), the digits in turn, each asking for a motion; 50
-# steps of DDIM with guidance 3 (25 in fast mode); judged as the naive baseline was. The video DiT denoises all 80
-# tokens of a clip at once:
+# One prompt per held-out clip of section 2 (100; 20 in fast mode), the digits in turn, each asking for a direction
+# the model has seen that digit move in ("a 3 moves left"); 50 steps of DDIM (25 in fast mode) at the model's own
+# guidance scale, 5; judged as the naive baseline was, plus the share of clips whose ink moves as asked (motion, see
+# below). The video DiT denoises all 80 tokens of a clip at once:
 
 # %%
 steps = 25 if FAST else 50
-prompt_digits = torch.arange(N) % 10
-prompts = [f"a {d} moves {DIRECTIONS[i % 8][0]}" for i, d in enumerate(prompt_digits.tolist())]
+pairs = ladder_pairs(N)  # (N, 2): digit i % 10, and a direction the model has seen it move in
+prompt_digits, prompt_directions = pairs[:, 0], pairs[:, 1]
+prompts = [prompt(d, k) for d, k in pairs.tolist()]  # "a 0 moves left", "a 1 moves right", ...
 generated = modes.text_to_video(video, prompts, torch.Generator().manual_seed(0), steps=steps)  # (N, 17, 1, 32, 32)
-scores["video DiT: text-to-video"] = frame_consistency(generated, prompt_digits)
+scores["video DiT: text-to-video"] = {**frame_consistency(generated, prompt_digits),
+                                     **motion_figures(generated, prompt_directions)}
 show_scores(scores)
 
 # %%
@@ -291,82 +314,165 @@ gen_s = scores["video DiT: text-to-video"]
 # NBVAL_CHECK_OUTPUT
 claim("the video DiT's clips change their handwriting less from frame to frame than the naive clips",
       gen_s["restyle"] < 0.9 * naive_s["restyle"])
-claim("their motion is as smooth as the real clips' (jitter within 25 %), the naive clips' is not",
-      abs(gen_s["jitter"] - real_s["jitter"]) < 0.25 * real_s["jitter"] and naive_s["jitter"] > 1.25 * real_s["jitter"])
+claim("their motion is smoother than the naive clips' (lower jitter), whose centre of ink jumps with every new digit",
+      gen_s["jitter"] < naive_s["jitter"])
+claim("their ink moves the way the prompt says in at least half of the clips", gen_s["motion"] >= 0.5)
 
 # %%
 video_player([real[:3], naive[:3], generated[:3]], ["real", "naive", "video DiT"])
 
 # %% [markdown]
-# The table splits in two. What needs the frames to be made together, the video DiT has: its strokes change less
-# from frame to frame than the naive clips' (restyle), and its digits move about as smoothly as real ones (jitter),
-# where the naive clips' centre of ink jumps about because every frame's new digit puts its ink somewhere else.
-# What needs a good image model, it lacks: LeNet reads the digit asked for in about a third of its frames, where the
-# naive clips, every frame from `dit-mnist`, score nearly all. Play the clips: many of the video DiT's are a digit for
-# a few frames that then melts into a stroke or a blob, and moves on smoothly as that blob.
+# What needs the frames to be made together, the video DiT has: its strokes change far less from frame to frame than
+# the naive clips' (restyle), and its centre of ink moves smoothly (jitter), where the naive clips' jumps about
+# because every frame's new digit puts its ink somewhere else. It now also follows the prompt: in the printout, LeNet
+# reads the asked-for digit in most frames, and most clips move the way the prompt says (motion: the share of clips
+# whose ink moves within 60° of the asked direction over the first four frames). Its digits move at about half the
+# real clips' speed (jump), and a clip sometimes changes digit on the way; the ladder below measures both on 100
+# prompts.
 #
-# So the naive baseline is a good image model and a bad video model; the shipped video DiT is the reverse, and far
-# from what this chapter aims at (a clip keeping its digit in 90 % of frames, the digit asked for in 80 %). Is that a
-# matter of scale, 1.5 M parameters trained for 17 minutes on two CPU cores? A **ladder** says where a model fails:
-# the same judge, rung by rung, from the real clips, through the VAE, to the model asked for a single frame and then
-# for clips, and whether the ink moves the way the prompt says (the centre of ink's move over the first four frames
-# within 60° of the prompt's direction, at least a pixel long), beside the same clips judged against a shuffled
-# direction: what a model that ignores the motion words scores (`recipes.video_ladder`). The record below was made
-# by `python -m minilineage.recipes.video_ladder videodit-moving-mnist` (100 clips or prompts per rung, 50 steps,
-# about 15 minutes on one thread):
+# **How this design was found.** The first version of this model read its prompts with Chapter 4's `clip-mnist`,
+# through cross-attention alone, and trained on the buckets from its first step. It made coherent clips of the wrong
+# digit. A **ladder** says where a model fails: the same judge, rung by rung, from the real clips, through the VAE, to
+# the model asked for a single frame and then for clips, and whether the ink moves the way the prompt says (the
+# centre of ink's move over the first four frames within 60° of the prompt's direction, at least a pixel long),
+# beside the same clips judged against a shuffled direction: what a model that ignores the motion words scores
+# (`recipes.video_ladder`). The first design's ladder, recorded before it was replaced (100 clips or prompts per
+# rung, 50 steps):
+
+# %%
+first = ladder_record("videodit-moving-mnist-first-design")
+print(ladder_table(first))
+ldm_metrics = study_records(["ldm-mnist"])["ldm-mnist"]["metrics"]
+print(f"\nfor comparison, Chapter 4's ldm-mnist (clip-mnist's text encoder too, images): the asked-for digit in "
+      f"{ldm_metrics['accuracy']:.0%} of {ldm_metrics['n']} samples (its recorded evaluation)")
+
+# %%
+was = first["rungs"]
+# NBVAL_CHECK_OUTPUT
+claim("the first design, asked for one frame, drew the asked-for digit no more often than in its clips (within 5 points)",
+      was["t2i"]["accuracy"] <= was["t2v"]["accuracy"] + 0.05)
+claim("its prompt did not steer the motion: clips moved as asked within 10 points of a shuffled direction's score",
+      abs(was["t2v"]["motion"] - was["t2v"]["motion_shuffled"]) < 0.10)
+
+# %% [markdown]
+# Read it from the top. LeNet reads 96 % of the real clips' frames as their digit, and 89 % after the VAE: the
+# ceiling for any model on these latents. Asked for one frame, an image with no time in it, the first design drew the
+# asked-for digit in 29 %, no better than in its clips (31 %): it failed as an *image* model before time entered, so
+# more frames, a longer run or a GPU were not the first fix. And its prompt did not steer the motion (27 % of clips
+# moved as asked, 23 % against a shuffled direction), because `clip-mnist` reads every motion word as unknown.
+#
+# So the search moved to the image rung, where a try costs minutes: the same DiT trained on single one-digit frames
+# alone (3,000 steps of 64), changing only what reads the prompt (`recipes.video_design`, one recipe per variant),
+# each judged on 200 images at three guidance scales:
+
+# %%
+design = study_records([f"videodit-image-{name}" for name in VARIANTS])
+print(f"{'the prompt read by':22s} {'guidance 3':>10s} {'guidance 5':>10s} {'guidance 8':>10s} {'train s':>8s}")
+for name in VARIANTS:
+    record = design[f"videodit-image-{name}"]
+    print(f"{name:22s} " + " ".join(f"{record['metrics'][g]:10.1%}" for g in ("g3", "g5", "g8"))
+          + f" {record['wall_time_s']:8.0f}")
+print("command:", design["videodit-image-label"]["command"], "(and the same for each variant)")
+best = {name: max(design[f"videodit-image-{name}"]["metrics"].values()) for name in VARIANTS}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+claim("a CLIP trained on this chapter's captions draws the asked-for digit more often than chapter 4's clip-mnist "
+      "at every guidance scale", all(design["videodit-image-clip-moving-mnist"]["metrics"][g]
+                                     > design["videodit-image-clip-mnist"]["metrics"][g] for g in ("g3", "g5", "g8")))
+claim("a class label, which needs no reading, is the ceiling: no text encoder beats it by more than 2 points",
+      all(best[name] <= best["label"] + 0.02 for name in VARIANTS))
+
+# %% [markdown]
+# A class label, which needs no reading, sets the ceiling: 86.5 % of images the asked-for digit at guidance 5, 88 %
+# at 8. Chapter 4's `clip-mnist`, though it knows every digit word, stays well below it (71 % and 75 %): a frozen
+# encoder trained to match whole images to whole captions hands the DiT tokens that tell the digits apart less
+# plainly than a label. `clip-moving-mnist`, trained on this chapter's clips and captions, reaches 80 % and 84 %,
+# most of the way to the label. A text encoder trained with the DiT from scratch (GLIDE's way, `train_text=True`)
+# reaches only 70 % and 71 % in the same steps: learning the words from the denoising loss alone is slower than
+# starting from a CLIP. And the image stage matters as much as the encoder: with `clip-mnist` at guidance 3, 3,000
+# steps on one-digit frames draw the asked-for digit in 62.5 % of images, where the first design, with the same
+# encoder but trained on clips from its first step, drew 29 %. The shipped recipe takes both changes. (Each row is one
+# run judged on 200 images: a share near 80 % has a standard error of about 3 points, so closer rows are a tie.)
+#
+# The shipped model's ladder, made by `python -m minilineage.recipes.video_ladder videodit-moving-mnist` (100 clips or
+# prompts per rung, 50 steps, its own guidance):
 
 # %%
 ladder = ladder_record("videodit-moving-mnist")
 print(ladder_table(ladder))
-ldm_metrics = study_records(["ldm-mnist"])["ldm-mnist"]["metrics"]
-print(f"\nfor comparison, Chapter 4's ldm-mnist (the same frozen text encoder, images): the asked-for digit in "
-      f"{ldm_metrics['accuracy']:.0%} of {ldm_metrics['n']} samples (its recorded evaluation)")
+rung = ladder["rungs"]
 
 # %%
-rung = ladder["rungs"]
+targets = {  # the chapter's targets (issue 25), each as (measured, target)
+    "text-to-image: the asked-for digit": (rung["t2i"]["accuracy"], 0.90),
+    "text-to-video: the asked-for digit": (rung["t2v"]["accuracy"], 0.80),
+    "text-to-video: one digit per clip": (rung["t2v"]["one_digit"], 0.90),
+    "motion, as a share of the real clips'": (rung["t2v"]["motion"] / rung["real"]["motion"], 0.85),
+    "held-out pairs: the asked-for digit": (rung["held_out"]["accuracy"], 0.70),
+    "held-out pairs: motion, share of real": (rung["held_out"]["motion"] / rung["real"]["motion"], 0.70),
+    "extension: the clip's digit, new frames": (rung["extend"]["accuracy"], 0.70),
+    "image-to-video: the given digit": (rung["i2v"]["accuracy"], 0.80),
+}
+for name, (measured, target) in targets.items():
+    print(f"{name:42s} {measured:6.1%}  target {target:4.0%}  {'met' if measured >= target else 'not yet'}")
+
+# %%
 # NBVAL_CHECK_OUTPUT
-claim("asked for one frame, the model draws the asked-for digit no more often than in its clips (within 5 points)",
-      rung["t2i"]["accuracy"] <= rung["t2v"]["accuracy"] + 0.05)
-claim("the VAE is not what holds it back: LeNet reads its reconstructions right at least twice as often",
-      rung["vae"]["accuracy"] >= 2 * rung["t2v"]["accuracy"])
-claim("the prompt does not steer the motion: clips move as asked within 10 points of a shuffled direction's score",
-      abs(rung["t2v"]["motion"] - rung["t2v"]["motion_shuffled"]) < 0.10)
+claim("asked for one frame, the shipped model draws the asked-for digit at least twice as often as the first design",
+      rung["t2i"]["accuracy"] >= 2 * was["t2i"]["accuracy"])
+claim("its prompt steers the motion: clips move as asked at least 30 points above a shuffled direction's score, "
+      "on seen and on held-out pairs", all(rung[r]["motion"] >= rung[r]["motion_shuffled"] + 0.30 for r in ("t2v", "held_out")))
+claim("on digit x direction pairs it never saw, it draws the digit within 10 points of the seen pairs",
+      rung["held_out"]["accuracy"] >= rung["t2v"]["accuracy"] - 0.10)
+claim("one digit per clip is capped by the VAE: its reconstructions of real clips keep one reading in under 80 %",
+      rung["vae"]["one_digit"] < 0.80)
 
 # %% [markdown]
-# Read it from the top. LeNet reads 96 % of the real clips' frames as their digit, and 89 % after the VAE: the
-# ceiling for any model on these latents, and far above what this one draws. Asked for one frame, an image with no
-# time in it at all, the model draws the asked-for digit in 29 %, no better than in its clips (31 %): it fails as an
-# *image* model before time enters, so more frames, a longer run or a GPU are not the first fix. Chapter 4's latent
-# U-Net, reading the same frozen text encoder, draws the asked-for digit in 98 % of its images (printed above). And the prompt does not steer the motion: 27 % of the clips move as asked, against 23 % when the same
-# clips are judged against a shuffled direction, because `clip-mnist` reads every motion word as the unknown token.
-# Chance is about three directions in eight within 60°, and the real clips' shuffled figure (32 %) is that chance;
-# their own 84 % is the most a model can score on this judge. Image-to-video and extension, scored on the frames
-# they make (not the given ones), keep a given digit a little better than the model draws one from text (41 % and
-# 41 %). The held-out row asks for ten digit × direction pairs (`HELD_OUT_PAIRS`) that a model trained without them
-# has never seen; this one saw them all, so here it only shows the test runs. The ladder does not say *which* part
-# of the design is at fault; measuring one change at a time against it is how to find out.
+# Against the first design: asked for one frame, the model now draws the asked-for digit in 68 % of images (29 %
+# before); in clips, 73 % of frames (31 %). The prompt steers the motion: 71 % of clips move as asked, against 28 %
+# for a shuffled direction (chance), where the real clips score 84 %, so it follows the motion words 84.5 % as
+# often as the judge can see motion at all (the target was 85 %). On the ten digit × direction pairs it never saw, it still draws the digit
+# in 65 % of frames and moves it as asked in 59 %: it composes a digit and a direction that it learnt apart, the test
+# Sync-DRAW and MAGE set up on captioned Moving MNIST (they showed samples; these are the first measured figures we
+# know of). Image-to-video and extension, scored on the frames they generate, keep the clip's digit in 70 % and 67 %.
+#
+# Not every target is met (the printout lists them), and the ladder says where the rest is. One digit per clip is
+# the furthest off: 37 % of clips are read as one class in 90 % of their frames. But the VAE rung keeps one reading
+# in only 77 % of the *real* clips it reconstructs, so no model on these latents can reach 90 %; the same goes for
+# 90 % of single images against the VAE's 89 %. The next step is the VAE (more latent pixels per digit), not more of
+# this model. The recipe trains in 38 minutes on the 2 CPU cores (its record above), over the 30 it aims for; the
+# image stage costs 10 of them.
 #
 # **What guidance does to a video.** Classifier-free guidance (Chapter 4) pushes each denoising step away from the
 # unconditional prediction. The same prompts at three guidance scales:
 
 # %%
-by_guidance = {w: gen_s if w == 3.0 else frame_consistency(
-    modes.text_to_video(video, prompts, torch.Generator().manual_seed(0), steps=steps, guidance=w), prompt_digits)
-    for w in (1.0, 3.0, 6.0)}
+def at_guidance(w: float) -> dict:
+    clips = modes.text_to_video(video, prompts, torch.Generator().manual_seed(0), steps=steps, guidance=w)
+    return {**frame_consistency(clips, prompt_digits), **motion_figures(clips, prompt_directions)}
+
+
+by_guidance = {w: gen_s if w == video.config.guidance else at_guidance(w) for w in (1.0, 3.0, 5.0, 8.0)}
 show_scores({f"video DiT, guidance {w:g}": f for w, f in by_guidance.items()})
 
 # %%
 # NBVAL_CHECK_OUTPUT
-claim("stronger guidance makes steadier clips: identity rises from guidance 1 to 3 to 6",
-      by_guidance[1.0]["identity"] < by_guidance[3.0]["identity"] < by_guidance[6.0]["identity"])
-claim("but not clips more often of the digit asked for: accuracy at guidance 6 is no higher than at 3",
-      by_guidance[6.0]["accuracy"] <= by_guidance[3.0]["accuracy"])
+claim("stronger guidance makes steadier clips: identity rises from guidance 1 to 3 to 5 to 8",
+      by_guidance[1.0]["identity"] < by_guidance[3.0]["identity"] < by_guidance[5.0]["identity"] < by_guidance[8.0]["identity"])
+claim("without guidance the prompt is followed far less: the asked-for digit in at least 20 points fewer frames than at 5",
+      by_guidance[1.0]["accuracy"] <= by_guidance[5.0]["accuracy"] - 0.20)
+claim("beyond 5 it buys no more accuracy (within 5 points) and no more clips that move as asked",
+      by_guidance[8.0]["accuracy"] <= by_guidance[5.0]["accuracy"] + 0.05
+      and by_guidance[8.0]["motion"] <= by_guidance[5.0]["motion"])
 
 # %% [markdown]
-# Without guidance (scale 1) the clips change their strokes from frame to frame about as much as the naive ones
-# (restyle in the table); guidance is what holds them together. Beyond 3 it keeps raising identity and lowering
-# restyle, but accuracy falls back and the motion turns jerky (jitter rises): a strong push toward "what the prompt
-# looks like" freezes whatever the model first drew, right digit or not. That is why the recipe samples at 3.
+# Without guidance (scale 1) the model follows its prompt in about a third of the frames and about half of the
+# motions, and its clips change their strokes most (restyle): guidance is what holds them to the prompt and together.
+# Up to 5 it raises everything; beyond, it keeps raising identity but buys no more right digits, fewer clips move as
+# asked and the motion turns jerky (jitter rises): a strong push toward "what the prompt looks like" freezes whatever
+# the model first drew. That is why the recipe samples at 5 (its image-rung study found the same optimum). With 20
+# prompts in fast mode, a few points either way are noise.
 #
 # The reverse process, all frames at once. At each step the player shows, for two prompts, the noisy clips $x_t$ the
 # sampler holds (top two rows, decoded: what the VAE makes of a noisy latent) and the DiT's current guess of the clean
@@ -435,11 +541,12 @@ claim("extension made clips of 41 frames, 2.4x the training length, in one laten
 
 # %% [markdown]
 # With 10 clips the three rows differ by less than their noise, so this table cannot say that a mode given more
-# keeps more; the ladder of section 6 scores image-to-video and extension the same way on 100 clips (41 % and 41 %
-# of the generated frames read as the clip's digit, against 31 % for text-to-video). All three lose the digit's
-# shape within a few frames of the given ones, as section 6's clips did; in the strips above, the first frames of
-# image-to-video are the given image and the next already a softer copy. Frame masks give the model the right
-# *inputs* for every mode; carrying a shape forward faithfully is the same skill text-to-video lacks.
+# keeps more; the ladder of section 6 scores image-to-video and extension the same way on 100 clips (70 % and 67 % of
+# the generated frames read as the clip's digit, beside 73 % for text-to-video). Extension carries the digit across
+# more than twice the training length and loses only a little of it: the long-duration drift the Sora report lists
+# among its limits is measurable here, and small. Where a mode does lose the digit, it is the same failure as
+# text-to-video's, a digit that turns into another one mid-clip; frame masks give the model the right *inputs* for
+# every mode, and carrying a shape forward is what the model as a whole has to learn.
 #
 # **Editing.** SDEdit needs no masks at all: noise the clip's latents to a time $t = sT$ and denoise them with a new
 # prompt. At strength $s = 0$ the clip comes back as the VAE reconstructs it; at $s = 1$ the input is forgotten.
@@ -464,10 +571,11 @@ claim("the share of frames read as the new digit grows with the strength",
       edited[0.0]["accuracy"] < edited[0.5]["accuracy"] < edited[1.0]["accuracy"])
 
 # %% [markdown]
-# The share does grow with the strength (the printout: 10 clips, so a few frames either way are noise), from the
-# clips that were 5s already at strength 0, but slowly, and while it does the clips' identity falls a long way:
-# half-way, this model mostly blurs the old digit rather than writes a new one. Drag the slider to see where it
-# lets go of the input.
+# The share grows with the strength (the printout; 10 clips, so a few frames either way are noise): at 0 the clips
+# come back as they were (the few frames read as a 5 are clips that were 5s already, or read as one), half-way many
+# have become a 5 while keeping their place and motion, and at 1 the input is forgotten and the clips are the
+# prompt's. Identity dips in the middle, where some clips change digit during the clip. Drag the slider to see where
+# it lets go of the input.
 #
 # ## 8. Sizes and lengths never seen in training
 #
@@ -476,28 +584,35 @@ claim("the share of frames read as the new digit grows with the strength",
 # without extension. The picker steps through them:
 
 # %%
-shapes = [(17, 32), (17, 24), (33, 32), (17, 40), (9, 48)]
+shapes = [(17, (32, 32)), (9, (48, 48)), (17, (24, 48)), (17, (48, 24))]
 picked = [modes.text_to_video(video, prompts[:k], torch.Generator().manual_seed(2), frames=f, size=s, steps=steps)
           for f, s in shapes]
-strips([out[:2] for out in picked], [f"{f} frames of {s} x {s}" + (" (trained)" if (f, s) in ((17, 32), (17, 24)) else " (never seen)")
+shape_name = lambda f, s: f"{f} frames of {s[0]} x {s[1]}"  # noqa: E731  (height x width)
+strips([out[:2] for out in picked], [shape_name(f, s) + (" (trained)" if (f, s) in ((17, (32, 32)), (17, (24, 24))) else " (never seen)")
                 for f, s in shapes], description="shape")
 
 # %%
-shape_scores = {f"{f} frames of {s} x {s}": frame_consistency(out, prompt_digits[:k]) for (f, s), out in zip(shapes, picked, strict=True)}
+shape_scores = {shape_name(f, s): {**frame_consistency(out, prompt_digits[:k]), **motion_figures(out, prompt_directions[:k])}
+                for (f, s), out in zip(shapes, picked, strict=True)}
 show_scores(shape_scores)
 
 # %%
 trained = shape_scores["17 frames of 32 x 32"]["identity"]
+unseen = [shape_name(f, s) for f, s in shapes[1:]]
 # NBVAL_CHECK_OUTPUT
-claim("at every shape never seen in training, clips keep their digit within 0.15 of the trained shape's identity",
-      all(abs(shape_scores[f"{f} frames of {s} x {s}"]["identity"] - trained) < 0.15 for f, s in ((33, 32), (17, 40), (9, 48))))
+claim("every shape never seen in training, wide and tall ones included, keeps its digit less steadily than the "
+      "trained 32 x 32 clips (identity)", all(shape_scores[name]["identity"] < trained for name in unseen))
+claim("yet each still draws the asked-for digit in over a third of its frames (chance: a tenth)",
+      all(shape_scores[name]["accuracy"] > 1 / 3 for name in unseen))
 
 # %% [markdown]
-# At the shapes it never trained on, the model keeps its digit about as steadily as at the trained ones (the table;
-# the claim allows 0.15 of identity), 33 frames in one piece included; with 10 clips, differences of a few points are
-# noise. What transfers is the *input*: nothing in the model is tied to one grid, so any size the patches divide and
-# any length the VAE encodes is a valid sequence. Quality at a new shape does not come with it and must be measured
-# shape by shape: Chapter 5's classifier, with the same absolute sin-cos positions, fell to 22.8 % at 44 × 44 where
+# At every shape it never trained on, the model keeps its digit less steadily than at the trained 32 × 32 (the
+# table), but it still draws digits that move: 48 × 48, and the non-square frames the Sora
+# report makes a point of (wide 24 × 48 and tall 48 × 24, its "native aspect ratios": `--size 24x48` on the command
+# line). With 10 clips, differences of a few points are noise. What transfers is the *input*: nothing in the model
+# is tied to one grid, so any size the patches divide and any length the VAE encodes is a valid sequence. Quality at
+# a new shape does not come with it and must be measured shape by shape: Chapter 5's classifier, with the same
+# absolute sin-cos positions, fell to 22.8 % at 44 × 44 where
 # it scored 95 % at its trained 28 × 28, and only the stretched positions held. (Sizes must be divisible by 8 and lengths of the form $1 + 4k$: the VAE's two stride-2 stages and the DiT's
 # 2 × 2 patches, and the VAE's time compression. `latent_shape` says which sizes fit when one does not.)
 #
@@ -506,17 +621,18 @@ claim("at every shape never seen in training, clips keep their digit within 0.15
 # Every mode is also a `minilineage sample` command; `.gif` and `.mp4` outputs are playable grids of the clips:
 #
 # ```
-# minilineage sample videodit-moving-mnist --prompt "a 3 moves right" --n 8 --out v.npz   # or v.gif, v.mp4
+# minilineage sample videodit-moving-mnist --prompt "a 3 moves left" --n 8 --out v.npz   # or v.gif, v.mp4
 # minilineage sample videodit-moving-mnist --prompt "a 3 moves right" --n 8 --frames 33 --size 40 --out long.npz
-# minilineage sample videodit-moving-mnist --prompt "a handwritten three" --frames 1 --out images.png
+# minilineage sample videodit-moving-mnist --prompt "a 3 moves left" --frames 1 --out images.png       # text-to-image
 # minilineage sample videodit-moving-mnist --mode extend --windows 2 --init-video v.npz --prompt "a 3 moves" --out v2.mp4
 # minilineage sample videodit-moving-mnist --mode edit --strength 0.6 --init-video v.npz --prompt "a 5 moves" --out e.npz
 # ```
 #
 # `--mode` also takes `i2v`, `interpolate` and `merge` (two `--init-video` files); `minilineage sample --help` lists
-# them all. The two models were trained with `minilineage train vae3d-moving-mnist --out assets/checkpoints` and then
-# `minilineage train videodit-moving-mnist --out assets/checkpoints` (which loads the VAE and `clip-mnist` as frozen
-# parts); their records give the times. `train_with_plot` runs the second here; fast mode runs 3 steps, to show the
+# them all. The three models were trained with `minilineage train vae3d-moving-mnist --out assets/checkpoints`,
+# `minilineage train clip-moving-mnist --out assets/checkpoints` and then `minilineage train videodit-moving-mnist
+# --out assets/checkpoints` (which loads the VAE and the CLIP's text encoder as frozen parts); their records give the
+# times. `train_with_plot` runs the second here; fast mode runs 3 steps, to show the
 # loop and time a step:
 
 # %%
@@ -576,8 +692,9 @@ claim("the written captions name the right digits in at least 35 % of all clips 
 # never saw: 4,500 clips of 17 frames of 32 × 32), three caption sets for it: the true motion captions; the poor
 # caption, "a video of digits", for every clip; and the captions `captioner-moving-mnist` writes for the poorly
 # captioned clips (`recipes.recaption.study_clips`). The same video DiT trains on each for the same 2,000 steps of
-# 32 clips (`videodit-captions-true`, `-poor`, `-recaptioned`: a third of `videodit-moving-mnist`'s steps, one
-# bucket), and each is judged as `videodit-moving-mnist` is: 50 prompts "a 3 moves right", digits in turn, and
+# 32 clips (`videodit-captions-true`, `-poor`, `-recaptioned`, one bucket). The study was run on the *first* design
+# of section 6 (prompts read by `clip-mnist`, guidance 3), so it can only measure the digit: that text encoder reads
+# the motion words as unknown. Each is judged by the recipe's evaluation: 50 prompts "a 3 moves right", digits in turn, and
 # how many frames the course's LeNet reads as the digit asked for (prompt adherence) and as the clip's own most common
 # digit (identity). The three runs take about 37 CPU minutes, so their records are read from
 # `assets/checkpoints/`; `RETRAIN_STUDY = True` below trains them again here.
@@ -633,7 +750,9 @@ claim("true captions do better still: re-captioning closes part of the gap, not 
 # names a digit also tells the model to keep drawing one. Two honest caveats. These are 50 prompts each, one seed,
 # 2,000 steps: differences of a few points are within the noise, the 5- and 6-point gaps here are about at its
 # edge, and the ordering is what to take away. And all three are far below the 80 % the course aims for: section 6's
-# ladder puts that in the model, which draws the asked-for digit no better as a single image, not in the captions.
+# ladder put that in the first design, which drew the asked-for digit no better as a single image, not in the
+# captions. Redone on the shipped design, whose text encoder reads the motion words too, the study could measure
+# what re-captioning buys for the motion; that run is not made yet.
 #
 # ## 12. Exercises
 #
@@ -693,16 +812,19 @@ exercise("ch7.flicker", my_flicker)
 #   blocks, unchanged. Frame masks and per-frame timesteps make one checkpoint serve every mode, and a function
 #   for positions makes any size and length a valid input.
 # - Generating the frames together buys coherence (smooth motion, steady strokes) but not, by itself, good digits.
-#   The CPU-sized video DiT draws a readable digit of the right class in about a third of its frames, and asked for
-#   a single frame it does no better: the ladder of section 6 puts the failure in the image model, before time
-#   enters, not in the length of the run. The fix is to be found by changing one part of the design at a time and
-#   measuring each change on the ladder.
-# - What the small model cannot do is follow a motion in the prompt: `clip-mnist` never saw a motion word. Sora's
-#   answer, from DALL·E 3, is **re-captioning**: train a captioner, write detailed captions for the training videos,
-#   and train on those. Sections 10 and 11 did it in the small: a captioner that names the right digits in half the
-#   clips, and a video DiT trained on its captions that follows the prompt's digit in 15 % of frames, against 9 %
-#   (chance) on the poor caption and 19 % on the true ones. Better captions, better prompt following, even from a weak
-#   captioner.
+#   The first design of this chapter's video DiT drew the asked-for digit in about a third of its frames, and asked
+#   for a single frame it did no better: the ladder of section 6 put the failure in the image model, before time
+#   enters, not in the length of the run or the lack of a GPU. Measured one change at a time on images, the fix was in
+#   the design: a text encoder that knows the captions' words (a CLIP trained on them), its pooled token in the
+#   condition vector, and an image stage before the clips. The same budget then draws the asked-for digit in 73 % of
+#   frames and moves it as asked in 71 % of clips (real clips: 84 %), on digit × direction pairs it never saw too.
+# - What is left is measured too: a clip that changes digit on the way (one digit per clip in 37 %), which the VAE
+#   caps (77 % even for real clips), so the next change is a VAE with more latent pixels per digit.
+# - Sora's answer to prompts that the data's captions do not support, from DALL·E 3, is **re-captioning**: train a
+#   captioner, write detailed captions for the training videos, and train on those. Sections 10 and 11 did it in the
+#   small, on the first design: a captioner that names the right digits in half the clips, and a video DiT trained on
+#   its captions that follows the prompt's digit in 15 % of frames, against 9 % (chance) on the poor caption and
+#   19 % on the true ones. Better captions, better prompt following, even from a weak captioner.
 # - The Sora report names its own limits: it does not model the physics of many basic interactions (glass
 #   shattering), an action does not always change an object's state (a bitten cookie without a bite mark), and long
 #   samples drift into incoherence or grow objects out of nowhere. Two of these have measurable analogues here, in

@@ -56,6 +56,8 @@ def test_a_pipeline_built_from_it_reads_prompts_with_its_text_encoder():
     tokens, mask = model.tokenizer.encode(prompts)
     assert torch.allclose(context, model.text(tokens, mask)[0], atol=1e-5)
     assert not torch.allclose(context[0], context[1])  # the direction word changes what the DiT reads
+    assert not pipe.config.train_text and not any(p.requires_grad for p in pipe.condition.encoder.parameters())
+    assert not pipe.condition.tokens(prompts)["context"].requires_grad  # a CLIP's encoder stays frozen
     rebuilt = DiffusionPipeline(DiffusionPipeline.Config(**asdict(pipe.config)))
     rebuilt.load_state_dict(pipe.state_dict())  # the record rebuilds the same text encoder
     assert torch.allclose(rebuilt.condition.tokens(prompts)["context"], context, atol=1e-5)

@@ -75,16 +75,35 @@ def test_video_recipes_are_registered_with_cpu_and_gpu_presets():
     for name in ("vae3d-moving-mnist", "videodit-moving-mnist"):
         recipe = get_recipe(name)
         assert set(recipe.presets) == {"cpu", "gpu"} and recipe.presets["cpu"].dataset == "moving-mnist"
-    assert get_recipe("videodit-moving-mnist").parts == {"autoencoder": "vae3d-moving-mnist", "clip": "clip-mnist"}
+    assert get_recipe("videodit-moving-mnist").parts == {"autoencoder": "vae3d-moving-mnist", "clip": "clip-moving-mnist"}
 
 
-def test_video_batches_come_from_one_bucket_with_captions_and_latent_frame_masks():
-    batches = video_buckets(data.load_dataset("moving-mnist", "train", n=50), 6)
+def test_video_batches_are_images_first_then_one_bucket_each_with_captions_and_latent_frame_masks():
+    batches = video_buckets(data.load_dataset("moving-mnist", "train", n=50), 6, image_steps=3)
     shapes = set()
-    for step in range(12):
+    for step in range(15):
         batch = batches(step, torch.Generator().manual_seed(step))
         frames, size = batch["x"].shape[1], batch["x"].shape[-1]
+        if step < 3:  # the image stage: single frames of one digit, twice the batch
+            assert (frames, size, len(batch["x"])) == (1, 32, 12)
+            assert all(caption.count("moves") == 1 for caption in batch["captions"])
+            continue
         assert batch["given"].shape == (6, 1 + (frames - 1) // 4) and len(batch["captions"]) == 6
         assert not batch["given"].all(dim=1).any()
         shapes.add((frames, size))
     assert shapes <= {(17, 32), (9, 32), (17, 24), (1, 32)} and len(shapes) >= 3
+
+
+def test_no_training_clip_shows_a_held_out_digit_direction_pair():
+    import re
+
+    from minilineage.data.video import DIRECTIONS, HELD_OUT_PAIRS
+
+    batches = video_buckets(data.load_dataset("moving-mnist", "train", n=200), 32, image_steps=2)
+    held = {(str(d), DIRECTIONS[k][0]) for d, k in HELD_OUT_PAIRS}  # ("3", "up-left"), ...
+    seen = set()
+    for step in range(12):
+        for caption in batches(step, torch.Generator().manual_seed(step))["captions"]:
+            seen |= set(re.findall(r"(\d) moves ([a-z-]+)", caption))
+    assert len(seen) > 40 and not seen & held  # many pairs seen, none held out
+

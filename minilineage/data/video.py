@@ -34,6 +34,9 @@ CAPTION_WORDS = sorted({"a", "an", "moves", "and", "bounces", *"0123456789",
                         *(word for name, _ in DIRECTIONS for word in re.findall(r"[a-z]+", name))})
 POOR_CAPTION = "a video of digits"  # the uninformative caption of the re-captioning experiment
 SPEED = (1 / 32, 1 / 8)  # range of a digit's speed, in units of its free room (frame - digit size) per frame
+# The digit x direction pairs held out of training: each digit once, the directions spread over all eight
+# (digit d, direction 3d mod 8): 10 of the 80 pairs. A clip of any of them is left out of the training set.
+HELD_OUT_PAIRS = tuple((d, 3 * d % len(DIRECTIONS)) for d in range(10))
 
 
 def bouncing_paths(n: int, k: int, frames: int, room: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -337,3 +340,12 @@ def masked_bucket_batches(buckets: list[ArrayData], batch_size: int, temporal_st
         return {**batch, "given": frame_masks(len(batch["x"]), 1 + (frames - 1) // temporal_stride, generator)}
 
     return next_batch
+
+
+def without_pairs(data: ArrayData, pairs=HELD_OUT_PAIRS) -> ArrayData:
+    """The clips of `data` in which no digit moves in a (digit, direction) pair of `pairs`."""
+    digits, directions = data.info["digits"], data.info["directions"]  # (N, K) each, digits -1 in empty slots
+    hit = torch.zeros_like(digits, dtype=torch.bool)
+    for digit, direction in pairs:
+        hit |= (digits == digit) & (directions == direction)
+    return data.subset(torch.nonzero(~hit.any(dim=1)).flatten())

@@ -57,31 +57,34 @@ def drop_captions(captions: list[str], p: float, generator: torch.Generator) -> 
 
 
 class TextCondition(nn.Module):
-    """A frozen text encoder (CLIP's text half) and its tokenizer: prompts -> per-token features.
+    """A text encoder and its tokenizer: prompts -> per-token features.
 
-    `config` gives the encoder's sizes and vocabulary (a `MiniCLIPConfig`, as the CLIP it comes from
-    was trained with); its weights are loaded from that CLIP and never trained here.
+    `config` gives the encoder's sizes and vocabulary (a `MiniCLIPConfig`). Frozen (the default), its
+    weights are loaded from a CLIP and never trained here (Stable Diffusion's way). `trainable=True`
+    makes it part of the diffusion model, trained from scratch by the denoising loss alone, as GLIDE's
+    text transformer was (Nichol et al. 2022): it then learns exactly the words the denoiser needs.
     """
 
     option = "prompt"
 
-    def __init__(self, config: MiniCLIPConfig):
+    def __init__(self, config: MiniCLIPConfig, trainable: bool = False):
         super().__init__()
+        self.trainable = trainable
         self.tokenizer = Tokenizer(config.vocab, config.context_length)
         self.encoder = TextEncoder(len(config.vocab), config.context_length, config.text_width,
-                                   config.text_layers, config.text_heads, config.embed_dim).requires_grad_(False)
+                                   config.text_layers, config.text_heads, config.embed_dim).requires_grad_(trainable)
 
     @property
     def width(self) -> int:
         return self.encoder.token_embedding.embedding_dim
 
-    @torch.no_grad()
     def tokens(self, prompts: list[str]) -> dict[str, Tensor]:
         """{"context": per-token features (B, N, D), "context_mask": (B, N)}, what cross-attention reads."""
         device = self.encoder.token_embedding.weight.device
         tokens, mask = self.tokenizer.encode(prompts)
         tokens, mask = tokens.to(device), mask.to(device)
-        return {"context": self.encoder(tokens, mask)[0], "context_mask": mask}
+        with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
+            return {"context": self.encoder(tokens, mask)[0], "context_mask": mask}
 
     def encode(self, prompt: str | list[str] | None, n: int, device: torch.device) -> dict[str, Tensor]:
         """One prompt for all n samples, or one per sample; None: "a handwritten zero" ... "nine" in turn."""

@@ -48,7 +48,8 @@ class PipelineConfig:
     shape: tuple[int, ...] = (1, 28, 28)  # one sample where diffusion runs: (C, H, W) or (F, C, H, W)
     autoencoder: dict | None = None  # {"cls": "LatentVAE", "config": ...}: diffusion on its latents, frozen
     latent_scale: float = 1.0  # z0 = latent_scale * z: 1 / std of the training latents
-    text: dict | None = None  # MiniCLIPConfig of a frozen text encoder: conditioning on prompts
+    text: dict | None = None  # MiniCLIPConfig of a text encoder: conditioning on prompts
+    train_text: bool = False  # False: that encoder is a CLIP's, frozen; True: it trains with the denoiser (GLIDE)
     schedule: str = "cosine"
     T: int = 1000
     objective: str = "eps"  # "eps" (predict the noise), "eps-min-snr", "v", "v-min-snr", or "flow" (rectified flow): see `objectives`
@@ -80,7 +81,7 @@ class DiffusionPipeline(nn.Module):
         net = self.net.config
         self.condition: LabelCondition | TextCondition | None = None
         if config.text is not None:
-            self.condition = TextCondition(MiniCLIPConfig(**config.text))
+            self.condition = TextCondition(MiniCLIPConfig(**config.text), trainable=config.train_text)
             if net.context_dim != self.condition.width:
                 raise ValueError(f"denoiser context_dim {net.context_dim} != text width {self.condition.width}")
         elif getattr(net, "num_classes", None):
@@ -106,6 +107,8 @@ class DiffusionPipeline(nn.Module):
         if clip is not None:
             denoiser["config"]["context_dim"] = clip.config.text_width
             changes["text"] = clip.config.text_config()  # the text encoder's sizes and vocabulary
+        elif config.text is not None:  # a text encoder of its own, trained from scratch with the denoiser
+            denoiser["config"]["context_dim"] = MiniCLIPConfig(**config.text).text_width
         model = cls(replace(config, denoiser=denoiser, **changes))
         if autoencoder is not None:
             model.autoencoder.load_state_dict(autoencoder.state_dict())

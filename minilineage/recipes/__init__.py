@@ -3,7 +3,17 @@
 `core` says what a recipe is and trains one (`train_recipe`); `course` registers the course's recipes.
 """
 
-from minilineage.recipes import course, dit, recaption, scale, speed, video, video_text, vision  # noqa: F401  (importing them registers every recipe)
+from minilineage.recipes import (  # noqa: F401  (importing them registers every recipe)
+    course,
+    dit,
+    recaption,
+    scale,
+    speed,
+    video,
+    video_design,
+    video_text,
+    vision,
+)
 from minilineage.recipes.core import (
     PRESETS,
     RECIPES,

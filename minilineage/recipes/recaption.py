@@ -24,8 +24,9 @@ from minilineage.data.video import CAPTION_WORDS, masked_bucket_batches
 from minilineage.diffusion import DiffusionPipeline, diffusion_loss
 from minilineage.models.captioner import VideoCaptioner, captioner_loss
 from minilineage.models.text import SPECIALS
+from minilineage.models.video_dit import VIDEO_DIT_SIZES
 from minilineage.recipes.core import Preset, Recipe, register
-from minilineage.recipes.video import VIDEODIT, eval_videodit
+from minilineage.recipes.video import eval_videodit
 from minilineage.train import TrainConfig
 
 
@@ -72,6 +73,11 @@ register(Recipe(
 # saw (it trained on seed 0's), so its captions for them are written, not remembered. One bucket (17 frames of
 # 32 x 32), a third of videodit-moving-mnist's steps; judged by videodit-moving-mnist's evaluation ("a 3 moves right").
 STUDY_SEED = 7
+# The study's network is the FIRST design of videodit-moving-mnist, as its records were made: prompts read by
+# chapter 4's clip-mnist (which reads the motion words as <unk>) through cross-attention alone, guidance 3. Redoing
+# the study on the shipped design (clip-moving-mnist, pooled text, judged on motion too) is issue 25's next step.
+FIRST_DESIGN = {"denoiser": {"cls": "VideoDiT", "config": dict(VIDEO_DIT_SIZES["S"])}, "schedule": "cosine",
+                "T": 1000, "objective": "v", "p_uncond": 0.1, "guidance": 3.0, "sample_steps": 50}
 CAPTION_SOURCES = {
     "true": "the clips' true motion captions",
     "poor": 'one poor caption for every clip, "a video of digits"',
@@ -97,8 +103,8 @@ def caption_study_batches(source: str) -> Callable:
 
 for _source, _what in CAPTION_SOURCES.items():
     register(Recipe(
-        f"videodit-captions-{_source}", f"Chapter 7's re-captioning study: videodit-moving-mnist's network trained on {_what}",
-        DiffusionPipeline, VIDEODIT, diffusion_loss, {
+        f"videodit-captions-{_source}", f"Chapter 7's re-captioning study: the first videodit-moving-mnist design trained on {_what}",
+        DiffusionPipeline, FIRST_DESIGN, diffusion_loss, {
             "cpu": Preset("moving-mnist", TrainConfig(steps=2000, batch_size=32, lr=1e-3, warmup_steps=100,
                                                       ema_decay=0.999, checkpoint_every=500)),
             "gpu": Preset("moving-mnist", TrainConfig(steps=20_000, batch_size=128, lr=5e-4, warmup_steps=1000,

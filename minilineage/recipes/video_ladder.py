@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from minilineage.checkpoint import load_model
-from minilineage.data import ArrayData, load_dataset
-from minilineage.data.video import DIRECTIONS, motion_caption
+from minilineage.data import load_dataset
+from minilineage.data.video import DIRECTIONS, HELD_OUT_PAIRS, motion_caption, without_pairs  # noqa: F401 (the ladder names them too)
 from minilineage.diffusion import DiffusionPipeline
 from minilineage.recipes.dit_studies import STUDY_DIR
 from minilineage.recipes.video import centres, frame_consistency, read_digits
@@ -44,10 +44,6 @@ MOTION_FRAMES = 4  # the motion is read over the first four frames, before most 
 MAX_ANGLE = 60.0  # degrees between the ink's move and the prompt's direction
 MIN_MOVE = 1.0  # pixels: a digit that moves less has not moved
 ONE_DIGIT = 0.9  # a clip shows one digit when LeNet reads one class in at least this share of its frames
-# The digit x direction pairs held out of training: each digit once, the directions spread over all eight
-# (digit d, direction 3d mod 8): 10 of the 80 pairs. A clip of any of them is left out of the training set.
-HELD_OUT_PAIRS = tuple((d, 3 * d % len(DIRECTIONS)) for d in range(10))
-
 
 def prompt(digit: int, direction: int) -> str:
     """The one-digit prompt of a pair, in the captions' own words: "a 3 moves up-left", "an 8 moves down"."""
@@ -68,15 +64,6 @@ def ladder_pairs(n: int, held_out: bool = False) -> torch.Tensor:
         seen = [k for k in range(len(DIRECTIONS)) if k != held[d]]
         pairs.append((d, held[d] if held_out else seen[(i // 10 + d) % len(seen)]))
     return torch.tensor(pairs)
-
-
-def without_pairs(data: ArrayData, pairs=HELD_OUT_PAIRS) -> ArrayData:
-    """The clips of `data` in which no digit moves in a (digit, direction) pair of `pairs`."""
-    digits, directions = data.info["digits"], data.info["directions"]  # (N, K) each, digits -1 in empty slots
-    hit = torch.zeros_like(digits, dtype=torch.bool)
-    for digit, direction in pairs:
-        hit |= (digits == digit) & (directions == direction)
-    return data.subset(torch.nonzero(~hit.any(dim=1)).flatten())
 
 
 def ink_moves(videos: torch.Tensor, directions: torch.Tensor, frames: int = MOTION_FRAMES) -> torch.Tensor:
