@@ -441,8 +441,8 @@ claim("one digit per clip is capped by the VAE: its reconstructions of real clip
 # the furthest off: 37 % of clips are read as one class in 90 % of their frames. But the VAE rung keeps one reading
 # in only 77 % of the *real* clips it reconstructs, so no model on these latents can reach 90 %; the same goes for
 # 90 % of single images against the VAE's 89 %. The next step is the VAE (more latent pixels per digit), not more of
-# this model. The recipe trains in 38 minutes on the 2 CPU cores (its record above), over the 30 it aims for; the
-# image stage costs 10 of them.
+# this model. The recipe trains in 38 minutes on the 2 CPU cores (its record in section 5: 2,277 s), over the 30 it
+# aims for.
 #
 # **What guidance does to a video.** Classifier-free guidance (Chapter 4) pushes each denoising step away from the
 # unconditional prediction. The same prompts at three guidance scales:
