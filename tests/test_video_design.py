@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from minilineage.recipes import get_recipe, train_recipe
-from minilineage.recipes.video_design import GUIDANCE, VARIANTS, eval_image_rung, one_digit_frames
+from minilineage.recipes.video import one_digit_frames
+from minilineage.recipes.video_design import GUIDANCE, VARIANTS, eval_image_rung
 from minilineage.recipes.video_ladder import HELD_OUT_PAIRS
 
 

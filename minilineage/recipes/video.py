@@ -198,6 +198,11 @@ def naive_clips(frames: torch.Tensor, positions: torch.Tensor, size: int = 32) -
 IMAGE_STEPS = 3000  # videodit-moving-mnist's first stage: one-digit frames alone (images as 1-frame videos)
 
 
+def one_digit_frames(n: int = 4500) -> ArrayData:
+    """Single 32 x 32 frames of one-digit clips, none of a held-out digit x direction pair: the image stage's data."""
+    return without_pairs(load_dataset("moving-mnist", "train", frames=1, digits=1, n=n, seed=3))
+
+
 def video_buckets(data: ArrayData, batch_size: int, image_steps: int = IMAGE_STEPS):
     """Training batches for the video DiT: images first, then four size/length buckets, captions, frame masks.
 
@@ -210,7 +215,7 @@ def video_buckets(data: ArrayData, batch_size: int, image_steps: int = IMAGE_STE
     latent frames. Every clip of a held-out digit x direction pair (`HELD_OUT_PAIRS`) is left out, so
     the ladder can ask for pairs the model never saw.
     """
-    images = without_pairs(load_dataset("moving-mnist", "train", frames=1, digits=1, n=4500, seed=3))
+    images = one_digit_frames()
     buckets = [without_pairs(b) for b in (
         data, load_dataset("moving-mnist", "train", frames=9, n=2000, seed=1),
         load_dataset("moving-mnist", "train", size=24, n=2000, seed=2),

@@ -18,23 +18,18 @@ from __future__ import annotations
 
 import torch
 
-from minilineage.data import ArrayData, load_dataset
-from minilineage.data.video import CAPTION_WORDS, masked_bucket_batches, without_pairs
+from minilineage.data import ArrayData
+from minilineage.data.video import CAPTION_WORDS, masked_bucket_batches
 from minilineage.diffusion import DiffusionPipeline, diffusion_loss
 from minilineage.models.clip import MiniCLIPConfig
 from minilineage.models.text import SPECIALS
 from minilineage.recipes.core import Preset, Recipe, register
-from minilineage.recipes.video import VIDEODIT
+from minilineage.recipes.video import VIDEODIT, one_digit_frames
 from minilineage.recipes.video_modes import text_to_video
 from minilineage.train import TrainConfig
 
 GUIDANCE = (3.0, 5.0, 8.0)
 EVAL_IMAGES = 200
-
-
-def one_digit_frames(n: int = 4500) -> ArrayData:
-    """Single 32 x 32 frames of one-digit clips, none of a held-out digit x direction pair: the image stage's data."""
-    return without_pairs(load_dataset("moving-mnist", "train", frames=1, digits=1, n=n, seed=3))
 
 
 def image_batches(_data: ArrayData, batch_size: int):
