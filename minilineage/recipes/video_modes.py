@@ -93,7 +93,8 @@ def extend(pipe: DiffusionPipeline, clips: Tensor, prompts: Prompts, generator: 
     put a first-frame latent; reencode=True gives it one (`tail_latents`). Measured on the first design of videodit-moving-mnist
     (100 clips, two windows, the 24 new frames read as the clip's digit; seeds 0 and 1): 41 % and 38 % as z's
     own against 38 % and 36 % re-encoded from the clip's frames (36 % from its reconstruction, seed 0), so the
-    mismatch does not hurt that model and the default keeps z's own; not yet measured on the shipped design."""
+    mismatch does not hurt that model; nor the shipped design (seed 0: 67.5 % as z's own, 65.9 % re-encoded from
+    the frames), so the default keeps z's own."""
     z = pipe.encode(clips)  # (n, f, c, h, w)
     f = z.shape[1]
     if not 1 <= keep < f:
