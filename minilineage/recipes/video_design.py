@@ -19,10 +19,9 @@ from __future__ import annotations
 import torch
 
 from minilineage.data import ArrayData
-from minilineage.data.video import CAPTION_WORDS, masked_bucket_batches
+from minilineage.data.video import masked_bucket_batches
 from minilineage.diffusion import DiffusionPipeline, diffusion_loss
-from minilineage.models.clip import MiniCLIPConfig
-from minilineage.models.text import SPECIALS
+from minilineage.models.video_clip import VideoCLIPConfig
 from minilineage.recipes.core import Preset, Recipe, register
 from minilineage.recipes.video import VIDEODIT, one_digit_frames
 from minilineage.recipes.video_modes import text_to_video
@@ -53,7 +52,8 @@ def eval_image_rung(model: DiffusionPipeline, device: torch.device, n: int = EVA
     return figures
 
 
-OWN_TEXT = MiniCLIPConfig(vocab=[*SPECIALS, *CAPTION_WORDS]).text_config()  # clip-moving-mnist's sizes and words
+OWN_TEXT = VideoCLIPConfig().text_config()  # clip-moving-mnist's text sizes and words, untrained
+STUDY_TRAIN = TrainConfig(steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999, checkpoint_every=500)
 _S = VIDEODIT["denoiser"]["config"]
 VARIANTS = {
     "label": ({"denoiser": {"cls": "VideoDiT", "config": {**_S, "pooled_context": False, "context_dim": None,
@@ -66,8 +66,5 @@ for _name, (_changes, _parts) in VARIANTS.items():
     register(Recipe(
         f"videodit-image-{_name}", f"Chapter 7's image-rung study: the video DiT on one-digit frames, prompts read by {_name}",
         DiffusionPipeline, {**VIDEODIT, **_changes}, diffusion_loss, {
-            "cpu": Preset("moving-mnist", TrainConfig(steps=3000, batch_size=64, lr=1e-3, warmup_steps=100,
-                                                      ema_decay=0.999, checkpoint_every=500)),
-            "gpu": Preset("moving-mnist", TrainConfig(steps=3000, batch_size=64, lr=1e-3, warmup_steps=100,
-                                                      ema_decay=0.999, checkpoint_every=500)),
+            "cpu": Preset("moving-mnist", STUDY_TRAIN), "gpu": Preset("moving-mnist", STUDY_TRAIN),
         }, eval_image_rung, image_batches, parts={"autoencoder": "vae3d-moving-mnist", **_parts}))
