@@ -45,6 +45,19 @@ def test_image_to_video_starts_with_the_image_as_the_vae_sees_it(pipe, clips):
     torch.testing.assert_close(out[:, 0], reconstruct(pipe, images[:, None])[:, 0], atol=1e-5, rtol=0)
 
 
+def test_continuing_a_video_gives_its_starts_latent_frames_and_generates_the_rest(pipe, clips, monkeypatch):
+    seen = []  # the GivenFrames sampled with
+    real = modes.sample_latents
+    monkeypatch.setattr(modes, "sample_latents", lambda *args, **kw: seen.append(args[4]) or real(*args, **kw))
+    out = modes.continue_video(pipe, clips[:, :5], ["a 3", "a 4"], torch.Generator().manual_seed(0), frames=9)
+    assert out.shape == (2, 9, 1, 16, 16)
+    torch.testing.assert_close(out[:, :5], reconstruct(pipe, clips[:, :5]), atol=1e-5, rtol=0)
+    assert seen[0].mask.tolist() == [[True, True, False]] * 2  # 5 frames are 2 latent frames; the third is sampled
+    torch.testing.assert_close(seen[0].x0[:, :2], pipe.encode(clips[:, :5]))
+    with pytest.raises(ValueError, match="leave nothing to generate"):
+        modes.continue_video(pipe, clips, ["a 3", "a 4"], torch.Generator(), frames=9)
+
+
 def test_extension_keeps_the_clip_and_adds_f_minus_keep_latent_frames_per_window(pipe, clips):
     out = modes.extend(pipe, clips, ["a 3", "a 4"], torch.Generator().manual_seed(0), windows=2, keep=1)
     assert out.shape == (2, 9 + 2 * 2 * 4, 1, 16, 16)  # 3 latent frames a window, 1 given: 2 new = 8 frames

@@ -4,9 +4,12 @@ A video DiT trained with random frame masks (`data.video.frame_masks`, `masked_e
 clean frames marked with timestep 0 as a condition. Choosing which latent frames to give is then
 the whole difference between the modes (Open-Sora 1.x; the Sora report shows the same set):
 
-  text_to_video    nothing given                       text_to_image  nothing given, one frame
-  image_to_video   latent frame 0 = the encoded image  extend         the last `keep` latents, again and again
-  interpolate      the first and the last latent frame merge          the end of one clip, the start of another
+  text_to_video    nothing given (text_to_image: the same, one frame)
+  image_to_video   latent frame 0 = the encoded image
+  continue_video   the first latent frames = a clip's encoded start (video prediction)
+  extend           the last `keep` latents, again and again
+  interpolate      the first and the last latent frame
+  merge            the end of one clip, the start of another
   edit             no mask: SDEdit, the clip's latents noised part way and denoised (Meng et al. 2021)
 
 All of it happens in the causal VAE's latent space, where an image is a 1-frame clip: its latent
@@ -65,13 +68,22 @@ def text_to_video(pipe: DiffusionPipeline, prompts: Prompts, generator: torch.Ge
     return pipe.decode(sample_latents(pipe, prompts, generator, latent_shape(pipe, frames, size), **options)).clamp(-1, 1)
 
 
+def continue_video(pipe: DiffusionPipeline, starts: Tensor, prompts: Prompts, generator: torch.Generator,
+                   frames: int | None = None, **options) -> Tensor:
+    """Clips of `frames` frames that start with the given frames, starts (n, 1 + 4k, C, H, W): their k + 1 latent
+    frames are fixed and the rest is sampled (video prediction). Returns the whole clips, the start re-decoded."""
+    z = pipe.encode(starts)  # (n, k + 1, c, h, w)
+    shape = latent_shape(pipe, frames, tuple(starts.shape[-2:]))
+    if z.shape[1] >= shape[0]:
+        raise ValueError(f"{starts.shape[1]} given frames leave nothing to generate in a clip of {frames} frames")
+    given = _given(torch.zeros(len(starts), *shape, device=pipe.device), dict(enumerate(z.unbind(1))))
+    return pipe.decode(sample_latents(pipe, prompts, generator, shape, given, **options)).clamp(-1, 1)
+
+
 def image_to_video(pipe: DiffusionPipeline, images: Tensor, prompts: Prompts, generator: torch.Generator,
                    frames: int | None = None, **options) -> Tensor:
     """Clips that start with the given images (n, C, H, W): latent frame 0 is each image's own latent."""
-    first = pipe.encode(images[:, None])[:, 0]  # (n, c, h, w): an image is a 1-frame video
-    shape = latent_shape(pipe, frames, tuple(images.shape[-2:]))
-    given = _given(torch.zeros(len(images), *shape, device=pipe.device), {0: first})
-    return pipe.decode(sample_latents(pipe, prompts, generator, shape, given, **options)).clamp(-1, 1)
+    return continue_video(pipe, images[:, None], prompts, generator, frames, **options)  # an image is a 1-frame video
 
 
 def tail_latents(pipe: DiffusionPipeline, z: Tensor, keep: int, pixels: Tensor | None = None) -> Tensor:
