@@ -10,7 +10,13 @@ from minilineage.models.captioner import CaptionerConfig, VideoCaptioner
 from minilineage.models.text import SPECIALS
 from minilineage.models.vae3d import VAE3d, VAE3dConfig
 from minilineage.recipes import RECIPES, train_recipe
-from minilineage.recipes.recaption import CAPTION_WORDS, caption_figures, digits_named, recaption
+from minilineage.recipes.recaption import (
+    CAPTION_WORDS,
+    caption_figures,
+    digits_named,
+    motions_named,
+    recaption,
+)
 
 CAPTIONS = ["a 3 moves left", "an 8 moves up and bounces", "a 1 moves down right, a 7 moves up", "a 0 moves right"]
 
@@ -67,7 +73,11 @@ def test_caption_figures_compare_words_and_the_digits_named():
     assert digits_named("a 3 moves up, an 8 moves left") == ["3", "8"]
     figures = caption_figures(["a 3 moves up", "an 8 moves left a 3 moves up", "a 5 moves up"],
                               ["a 3 moves up", "a 3 moves up, an 8 moves left", "a 6 moves up"])
-    assert figures == {"exact": 1 / 3, "digits": 2 / 3}
+    assert figures == {"exact": 1 / 3, "digits": 2 / 3, "motion": 1}
+    assert motions_named("a 3 moves up and bounces, an 8 moves down-left") == ["moves up and bounces", "moves down left"]
+    wrong = caption_figures(["a 3 moves up", "a 3 moves up, an 8 moves left", "a 2 moves up-left"],
+                            ["a 3 moves up and bounces", "a 3 moves left, an 8 moves up", "a 2 moves up"])
+    assert wrong == {"exact": 0, "digits": 1, "motion": 1 / 3}  # a missing bounce, or a half direction, is wrong
 
 
 def test_the_recipe_trains_on_the_shipped_vae_and_writes_captions_from_its_vocabulary():
@@ -84,10 +94,9 @@ def test_the_recaptioning_study_trains_one_network_on_the_same_clips_with_three_
     from minilineage.recipes.recaption import CAPTION_SOURCES, study_clips
 
     names = [f"videodit-captions-{s}" for s in CAPTION_SOURCES]
-    assert len({repr(RECIPES[n].model_config) for n in names}) == 1  # one network for the three caption sets
-    shipped = RECIPES["videodit-moving-mnist"].model_config["denoiser"]["config"]
-    study = RECIPES[names[0]].model_config["denoiser"]["config"]
-    assert all(study[k] == shipped[k] for k in ("width", "depth", "heads", "patch"))  # the video DiT's size
+    shipped = RECIPES["videodit-moving-mnist"]
+    for name in names:  # one network for the three caption sets: the shipped design, its text encoder included
+        assert RECIPES[name].model_config == shipped.model_config and RECIPES[name].parts == shipped.parts
     assert len({repr(RECIPES[n].presets["cpu"].train) for n in names}) == 1  # only the captions differ
     clips = {s: study_clips(s, n=6) for s in CAPTION_SOURCES}
     assert all(torch.equal(clips[s].images, clips["true"].images) for s in CAPTION_SOURCES)
@@ -97,3 +106,12 @@ def test_the_recaptioning_study_trains_one_network_on_the_same_clips_with_three_
     assert POOR_CAPTION not in written and all(set(t.split()) <= set(CAPTION_WORDS) and digits_named(t) for t in written)
     with pytest.raises(ValueError, match="choose one of: true, poor, recaptioned"):
         study_clips("perfect", n=2)
+
+
+def test_the_study_is_judged_on_seen_pairs_for_digit_and_motion():
+    from minilineage.recipes.recaption import eval_caption_study
+
+    result = train_recipe("videodit-captions-poor", steps=1, out=None, device="cpu", progress=False, evaluate=False)
+    figures = eval_caption_study(result.model, torch.device("cpu"), n=3)
+    assert {"accuracy", "one_digit", "identity", "motion", "motion_shuffled"} <= set(figures)
+    assert all(0 <= figures[k] <= 1 for k in ("accuracy", "one_digit", "motion", "motion_shuffled"))

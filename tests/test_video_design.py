@@ -51,3 +51,37 @@ def test_an_own_text_encoder_is_trained_by_the_denoising_loss():
     moved = [not torch.equal(a, b) for a, b in zip(pipe.condition.encoder.state_dict().values(),
                                                    fresh.condition.encoder.state_dict().values(), strict=True)]
     assert any(moved)  # the denoising loss trained the text encoder
+
+
+def test_the_vae_rung_scores_a_perfect_autoencoder_as_the_real_clips_and_a_blank_one_as_nothing():
+    from minilineage.models.vae3d import VAE3d, VAE3dConfig
+    from minilineage.recipes.video_design import eval_vae_rung
+    from minilineage.recipes.video_ladder import digit_figures, motion_figures, real_clips
+
+    class Perfect(VAE3d):
+        def forward(self, x):
+            return x
+
+    class Blank(VAE3d):
+        def forward(self, x):
+            return -torch.ones_like(x)
+
+    config = VAE3dConfig(width=4, latent_channels=2)
+    real, digits, directions = real_clips(100)
+    perfect = eval_vae_rung(Perfect(config), torch.device("cpu"))
+    assert perfect["mse"] == 0 and perfect["accuracy"] == round(digit_figures(real, digits)["accuracy"], 4)
+    assert perfect["motion"] == round(motion_figures(real, directions)["motion"], 4) >= 0.8
+    blank = eval_vae_rung(Blank(config), torch.device("cpu"))
+    assert blank["motion"] == 0 and blank["mse"] > 0.05
+
+
+def test_each_vae_variant_differs_from_the_shipped_vae_in_one_setting_only():
+    from minilineage.recipes.video_design import VAE_VARIANTS
+
+    shipped = get_recipe("vae3d-moving-mnist")
+    for name, (_, change) in VAE_VARIANTS.items():
+        variant = get_recipe(f"vae3d-moving-mnist-{name}")
+        assert variant.model_config == {**shipped.model_config, **change} != shipped.model_config
+        assert variant.presets["cpu"] == shipped.presets["cpu"] and variant.batches is shipped.batches
+    assert get_recipe("vae3d-moving-mnist-wide").build("cpu").latent_shape == (5, 4, 8, 8)
+    assert get_recipe("vae3d-moving-mnist-t2").build("cpu").latent_shape == (9, 4, 8, 8)
