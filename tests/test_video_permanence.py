@@ -3,6 +3,8 @@ the figures that say whether each digit comes out as itself."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from tiny import video_pipeline
@@ -56,3 +58,17 @@ def test_the_measurement_runs_on_a_pipeline_and_its_table_prints_every_row(monke
     assert all(0 <= f[k] <= 1 for f in record["rows"].values() for k in ("crossed", "kept", "swapped"))
     table = vp.permanence_table(record)
     assert "continued by the model" in table and "through the VAE" in table
+
+
+def test_the_command_writes_its_record_where_asked(monkeypatch, crossing, tmp_path):
+    from minilineage.recipes import video_ladder
+
+    monkeypatch.setattr(vp, "crossing_clips", lambda n: vp.Crossings(*(x[:n] for x in crossing)))
+    monkeypatch.setattr(video_ladder, "load_model", lambda name: video_pipeline(sample_steps=2))
+    out = tmp_path / "p.json"
+    vp.main(["videodit-moving-mnist", "--n", "2", "--steps", "2", "--out", str(out)])
+    record = json.loads(out.read_text())
+    assert record["command"] == f"python -m minilineage.recipes.video_permanence videodit-moving-mnist --n 2 --steps 2 --out {out}"
+    assert record["n"] == 2 and set(record["rows"]) == {"real", "vae", "model"}
+    with pytest.raises(SystemExit):
+        vp.main(["videodit-moving-mnist", "--n", "0"])

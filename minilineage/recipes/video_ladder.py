@@ -27,6 +27,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -155,12 +156,18 @@ RUNGS = {  # rung: what it judges, as the table prints it
 }
 
 
+def study_record(kind: str, model: str) -> dict:
+    """A video study's record of a shipped checkpoint, assets/studies/KIND-MODEL.json, made by `run_study` (the
+    command `python -m minilineage.recipes.video_KIND MODEL`)."""
+    path = STUDY_DIR / f"{kind}-{model}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no record {path}: make it with `python -m minilineage.recipes.video_{kind} {model}`")
+    return json.loads(path.read_text())
+
+
 def ladder_record(model: str) -> dict:
     """The ladder record of a shipped checkpoint, assets/studies/ladder-MODEL.json (made by this module's command)."""
-    path = STUDY_DIR / f"ladder-{model}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no record {path}: make it with `python -m minilineage.recipes.video_ladder {model}`")
-    return json.loads(path.read_text())
+    return study_record("ladder", model)
 
 
 def ladder_table(record: dict) -> str:
@@ -177,15 +184,14 @@ def ladder_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m minilineage.recipes.video_ladder",
-                                     description="Climb chapter 7's ladder for a text-to-video checkpoint and write its record.")
+def run_study(kind: str, parser: argparse.ArgumentParser, argv: list[str] | None,
+              measure: Callable[[DiffusionPipeline, argparse.Namespace], dict], table: Callable[[dict], str]) -> dict:
+    """The command of a video study (`python -m minilineage.recipes.video_KIND MODEL --n N --steps S ...`): load the
+    text-to-video checkpoint, `measure` it, and write its record (how it was made, then the figures) to `--out`,
+    by default assets/studies/KIND-MODEL.json; print it as `table` prints it. The parser has the study's options."""
     parser.add_argument("model", help="a checkpoint name (videodit-moving-mnist) or a .pt path")
-    parser.add_argument("--n", type=int, default=100, help="clips and prompts per rung (default: 100)")
     parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
-    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's own)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="the record's path (default: assets/studies/ladder-MODEL.json)")
+    parser.add_argument("--out", type=Path, default=None, help=f"the record's path (default: {STUDY_DIR.name}/{kind}-MODEL.json)")
     args = parser.parse_args(argv)
     if args.n < 1 or args.steps < 1:
         parser.error("--n and --steps must be at least 1")
@@ -193,17 +199,25 @@ def main(argv: list[str] | None = None) -> None:
     if not isinstance(pipe, DiffusionPipeline) or pipe.autoencoder is None:
         parser.error(f"{args.model} is not a latent text-to-video pipeline (e.g. videodit-moving-mnist)")
     load, started = os.getloadavg()[0], time.perf_counter()
-    record = {"model": args.model, "command": "python -m minilineage.recipes.video_ladder " + " ".join(argv or sys.argv[1:]),
+    record = {"model": args.model, "command": f"python -m minilineage.recipes.video_{kind} " + " ".join(argv or sys.argv[1:]),
               "device": f"cpu ({torch.get_num_threads()} threads)", "machine": platform.processor() or platform.machine(),
               "load_average_at_start": round(load, 2), "torch": torch.__version__,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              **ladder(pipe, args.n, args.steps, args.guidance)}
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **measure(pipe, args)}
     record["wall_time_s"] = round(time.perf_counter() - started, 1)
-    out = args.out or STUDY_DIR / f"ladder-{Path(args.model).stem}.json"
+    out = args.out or STUDY_DIR / f"{kind}-{Path(args.model).stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=1) + "\n")
-    print(ladder_table(record))
+    print(table(record))
     print(f"wrote {out} in {record['wall_time_s']} s", file=sys.stderr)
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m minilineage.recipes.video_ladder",
+                                     description="Climb chapter 7's ladder for a text-to-video checkpoint and write its record.")
+    parser.add_argument("--n", type=int, default=100, help="clips and prompts per rung (default: 100)")
+    parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the pipeline's own)")
+    run_study("ladder", parser, argv, lambda pipe, args: ladder(pipe, args.n, args.steps, args.guidance), ladder_table)
 
 
 if __name__ == "__main__":

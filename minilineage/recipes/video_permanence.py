@@ -17,22 +17,17 @@ that chapter 7 prints:
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import sys
 import time
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from torchvision.ops import roi_align
 
-from minilineage.checkpoint import load_model
 from minilineage.data import load_dataset
 from minilineage.diffusion import DiffusionPipeline
 from minilineage.metrics import load_classifier
-from minilineage.recipes.dit_studies import STUDY_DIR
+from minilineage.recipes.video_ladder import run_study, study_record
 from minilineage.recipes.video_modes import continue_video
 
 GIVEN = 5  # frames given to the model: 1 + 4, two latent frames
@@ -193,35 +188,14 @@ def permanence_table(record: dict) -> str:
 
 def permanence_record(model: str) -> dict:
     """The permanence record of a shipped checkpoint, assets/studies/permanence-MODEL.json (made by this command)."""
-    path = STUDY_DIR / f"permanence-{model}.json"
-    if not path.exists():
-        raise FileNotFoundError(f"no record {path}: make it with `python -m minilineage.recipes.video_permanence {model}`")
-    return json.loads(path.read_text())
+    return study_record("permanence", model)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minilineage.recipes.video_permanence",
                                      description="Measure object permanence (two digits crossing) and write the record.")
-    parser.add_argument("model", help="a checkpoint name (videodit-moving-mnist) or a .pt path")
-    parser.add_argument("--n", type=int, default=50, help="crossing clips (default: 50)")
-    parser.add_argument("--steps", type=int, default=50, help="DDIM steps (default: 50)")
-    args = parser.parse_args(argv)
-    if args.n < 1 or args.steps < 1:
-        parser.error("--n and --steps must be at least 1")
-    pipe = load_model(args.model).eval()
-    if not isinstance(pipe, DiffusionPipeline) or pipe.autoencoder is None:
-        parser.error(f"{args.model} is not a latent text-to-video pipeline (e.g. videodit-moving-mnist)")
-    started = time.perf_counter()
-    record = {"model": args.model, "command": "python -m minilineage.recipes.video_permanence " + " ".join(argv or sys.argv[1:]),
-              "device": f"cpu ({torch.get_num_threads()} threads)", "machine": platform.processor() or platform.machine(),
-              "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              **permanence(pipe, args.n, args.steps)}
-    record["wall_time_s"] = round(time.perf_counter() - started, 1)
-    out = STUDY_DIR / f"permanence-{Path(args.model).stem}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(permanence_table(record))
-    print(f"wrote {out} in {record['wall_time_s']} s", file=sys.stderr)
+    parser.add_argument("--n", type=int, default=100, help="crossing clips (default: 100)")
+    run_study("permanence", parser, argv, lambda pipe, args: permanence(pipe, args.n, args.steps), permanence_table)
 
 
 if __name__ == "__main__":
