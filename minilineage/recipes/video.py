@@ -112,21 +112,23 @@ register(Recipe(
     }, eval_vae3d, lambda data, batch_size: window_batches(data, batch_size, 9)))
 
 
+def crops_at(frames: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Frames (M, 1, H, W) cut to a digit's box, an S/2 x S/2 square (a moving-mnist digit's size, S = min(H, W))
+    around each centre (M, 2) as (x, y) pixels, resized to MNIST's 28 x 28: (M, 1, 28, 28)."""
+    half = min(frames.shape[-2:]) / 4
+    x, y = centres[:, 0], centres[:, 1]
+    boxes = torch.stack([torch.arange(len(frames)).float(), x - half + 0.5, y - half + 0.5,
+                         x + half + 0.5, y + half + 0.5], dim=1)  # (M, 5): item, x1, y1, x2, y2 in pixel corners
+    return roi_align(frames.float() + 1, boxes, output_size=28, aligned=True) - 1
+
+
 def digit_crops(videos: torch.Tensor) -> torch.Tensor:
     """Every frame of clips of one digit (N, F, 1, H, W) cut to the digit and resized to MNIST's 28 x 28.
 
     The crop is an S/2 x S/2 box (a moving-mnist digit's size) centred on the frame's centre of ink,
     so the classifier sees the digit as large and as centred as in MNIST. Returns (N F, 1, 28, 28).
     """
-    n, frames, _, height, width = videos.shape
-    ink = (videos.flatten(0, 1)[:, 0].float() + 1).clamp(min=0)  # (N F, H, W), 0 on the black background
-    mass = ink.sum(dim=(1, 2)).clamp(min=1e-6)  # (N F,)
-    cy = (ink.sum(2) * torch.arange(height)).sum(1) / mass  # (N F,)
-    cx = (ink.sum(1) * torch.arange(width)).sum(1) / mass
-    half = min(height, width) / 4
-    boxes = torch.stack([torch.arange(n * frames).float(), cx - half + 0.5, cy - half + 0.5,
-                         cx + half + 0.5, cy + half + 0.5], dim=1)  # (N F, 5): item, x1, y1, x2, y2 in pixel corners
-    return roi_align(videos.flatten(0, 1).float() + 1, boxes, output_size=28, aligned=True) - 1  # (N F, 1, 28, 28)
+    return crops_at(videos.flatten(0, 1), centres(videos).flatten(0, 1).flip(-1))  # centres as (x, y)
 
 
 def centres(videos: torch.Tensor) -> torch.Tensor:

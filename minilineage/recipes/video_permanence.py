@@ -22,11 +22,11 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
-from torchvision.ops import roi_align
 
 from minilineage.data import load_dataset
 from minilineage.diffusion import DiffusionPipeline
 from minilineage.metrics import load_classifier
+from minilineage.recipes.video import crops_at
 from minilineage.recipes.video_ladder import run_study, study_record
 from minilineage.recipes.video_modes import continue_video
 
@@ -121,13 +121,8 @@ def read_tracks(videos: torch.Tensor, centres: torch.Tensor, classifier: nn.Modu
     """LeNet's class of each tracked digit in every frame, (N, F, 2): an S/2 box around each centre (N, F, 2, 2),
     resized to MNIST's 28 x 28 as `video.digit_crops` does."""
     classifier = classifier or load_classifier()
-    n, frames, _, height, width = videos.shape
-    half = min(height, width) / 4
-    flat = centres.reshape(-1, 2)  # (N F 2, 2)
-    image = torch.arange(n * frames).repeat_interleave(2).float()  # which frame each box is in
-    boxes = torch.stack([image, flat[:, 0] - half + 0.5, flat[:, 1] - half + 0.5,
-                         flat[:, 0] + half + 0.5, flat[:, 1] + half + 0.5], dim=1)
-    crops = roi_align(videos.flatten(0, 1).float() + 1, boxes, output_size=28, aligned=True) - 1  # (N F 2, 1, 28, 28)
+    n, frames = videos.shape[:2]
+    crops = crops_at(videos.flatten(0, 1).repeat_interleave(2, dim=0), centres.reshape(-1, 2))  # (N F 2, 1, 28, 28)
     device = next(classifier.parameters()).device
     return classifier(crops.to(device)).argmax(-1).cpu().reshape(n, frames, 2)
 
