@@ -85,3 +85,13 @@ def test_each_vae_variant_differs_from_the_shipped_vae_in_one_setting_only():
         assert variant.presets["cpu"] == shipped.presets["cpu"] and variant.batches is shipped.batches
     assert get_recipe("vae3d-moving-mnist-wide").build("cpu").latent_shape == (5, 4, 8, 8)
     assert get_recipe("vae3d-moving-mnist-t2").build("cpu").latent_shape == (9, 4, 8, 8)
+
+
+def test_the_video_rung_study_is_the_true_caption_run_on_the_t2_vae():
+    from minilineage.recipes.recaption import eval_caption_study
+
+    study, base = get_recipe("videodit-clips-t2"), get_recipe("videodit-captions-true")
+    assert study.model_config == base.model_config and study.presets == base.presets
+    assert study.parts == {**base.parts, "autoencoder": "vae3d-moving-mnist-t2"} and study.evaluate is eval_caption_study
+    result = train_recipe("videodit-clips-t2", steps=1, out=None, device="cpu", progress=False, evaluate=False)
+    assert result.model.autoencoder.config.temporal_downsample == 2 and result.model.config.shape == (9, 4, 8, 8)

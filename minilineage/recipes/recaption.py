@@ -122,9 +122,10 @@ def eval_caption_study(model: DiffusionPipeline, device: torch.device, n: int = 
     return {k: round(v, 4) for k, v in figures.items()}
 
 
-def caption_study_batches(source: str) -> Callable:
-    """The study's `batches`: its clips with `source`'s captions, frame masks as in videodit-moving-mnist."""
-    return lambda data, batch_size: masked_bucket_batches([study_clips(source)], batch_size, temporal_stride=4)
+def caption_study_batches(source: str, temporal_stride: int = 4) -> Callable:
+    """The study's `batches`: its clips with `source`'s captions, frame masks as in videodit-moving-mnist (over the
+    latent frames of a VAE with `temporal_stride` frames per latent frame)."""
+    return lambda data, batch_size: masked_bucket_batches([study_clips(source)], batch_size, temporal_stride)
 
 
 for _source, _what in CAPTION_SOURCES.items():

@@ -33,6 +33,7 @@ from minilineage.diffusion import DiffusionPipeline, diffusion_loss
 from minilineage.models.vae3d import VAE3d, vae3d_loss
 from minilineage.models.video_clip import VideoCLIPConfig
 from minilineage.recipes.core import Preset, Recipe, get_recipe, register
+from minilineage.recipes.recaption import caption_study_batches
 from minilineage.recipes.video import VIDEODIT, one_digit_frames, reconstruction_figures
 from minilineage.recipes.video_modes import text_to_video
 from minilineage.train import TrainConfig
@@ -108,3 +109,13 @@ for _name, (_what, _change) in VAE_VARIANTS.items():
         f"vae3d-moving-mnist-{_name}", f"Chapter 7's VAE-rung study: vae3d-moving-mnist at {_what}",
         VAE3d, {**_VAE.model_config, **_change}, vae3d_loss, {"cpu": _VAE.presets["cpu"], "gpu": _VAE.presets["cpu"]},
         eval_vae_rung, _VAE.batches))
+
+
+# The VAE rung's best variant on the video rung, at equal budget: the re-captioning study's true-caption run
+# (`videodit-captions-true`: the shipped network, 2,000 steps x 32 clips of one bucket, judged by
+# `recaption.eval_caption_study`) once more, its autoencoder `vae3d-moving-mnist-t2`: 9 latent frames, 144 tokens.
+_TRUE = get_recipe("videodit-captions-true")
+register(Recipe(
+    "videodit-clips-t2", "Chapter 7's VAE-rung study on the video rung: videodit-captions-true on vae3d-moving-mnist-t2's latents",
+    DiffusionPipeline, _TRUE.model_config, diffusion_loss, _TRUE.presets, _TRUE.evaluate,
+    caption_study_batches("true", temporal_stride=2), parts={**_TRUE.parts, "autoencoder": "vae3d-moving-mnist-t2"}))
