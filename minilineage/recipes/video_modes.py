@@ -75,7 +75,8 @@ def continue_video(pipe: DiffusionPipeline, starts: Tensor, prompts: Prompts, ge
     z = pipe.encode(starts)  # (n, k + 1, c, h, w)
     shape = latent_shape(pipe, frames, tuple(starts.shape[-2:]))
     if z.shape[1] >= shape[0]:
-        raise ValueError(f"{starts.shape[1]} given frames leave nothing to generate in a clip of {frames} frames")
+        raise ValueError(f"{starts.shape[1]} given frames ({z.shape[1]} latent frames) leave nothing to generate in a clip "
+                         f"of {shape[0]} latent frames; ask for more frames")
     given = _given(torch.zeros(len(starts), *shape, device=pipe.device), dict(enumerate(z.unbind(1))))
     return pipe.decode(sample_latents(pipe, prompts, generator, shape, given, **options)).clamp(-1, 1)
 
